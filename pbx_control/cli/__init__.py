@@ -1,0 +1,1 @@
+"""The ``pbx-control`` command: thin click commands over the modules that do the work."""
