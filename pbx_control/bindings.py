@@ -1,0 +1,472 @@
+"""Bindings: bind, unbind, update, query, and the sweep of expired bindings.
+
+A binding joins X to its parties. Each (X, party) of an active binding is a row of
+``binding_parties``, unique among active rows by a partial index, so two binds racing for the
+same pair can never both win: the loser gets the same ``pair_in_use`` conflict as a bind that
+found the pair taken. Locks are always taken in one order (the X row, then its bindings), so
+bind, unbind and the sweeper never deadlock one another.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import config
+from .binding_rules import (
+    BindPlan,
+    new_binding_id,
+    parse_expires,
+    plan_bind,
+    plan_parties_update,
+)
+from .errors import Conflict, InvalidInput, NotFound, Unprocessable
+from .numbers import mask
+from .pool import allocate, get_number, refresh_cooling
+from .routing import DEDICATED_MODES, BindingView, Direction, Mode, NumberState
+from .storage.db import as_utc
+from .storage.tables import Binding, BindingParty, Number
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "UNSET", "BindRequest", "bind", "unbind", "update_binding", "get_binding", "find_bindings",
+    "binding_dict", "binding_view", "sweep_expired", "parse_expires", "end_binding",
+]
+
+UNSET = object()
+ALLOCATION_ATTEMPTS = 5
+
+
+@dataclass
+class BindRequest:
+    """What a customer asks for; numbers in any form ``numbers.parse`` accepts."""
+
+    mode: Mode
+    a: str
+    b: str | None = None
+    x: str | None = None
+    city: str | None = None
+    city_strict: bool = True
+    expires_at: datetime | None = None
+    out_id: str | None = None
+    record: bool = False
+    direction: Direction = Direction.BOTH
+    sms: bool = True
+    allow_withheld: bool = False
+    default_party: str | None = None
+    group: str | None = None
+    softphone: str | None = None
+    primary: bool = False
+    max_call_s: int | None = None
+
+
+class _PairTaken(Exception):
+    """The unique pair index refused the insert: another bind won the race."""
+
+
+def _routing(settings) -> config.RoutingSettings:
+    return settings.routing if settings is not None else config.RoutingSettings()
+
+
+# --- bind -------------------------------------------------------------------------------
+
+
+def bind(session: Session, customer_id: int, request: BindRequest, *, now: datetime,
+         settings, region: str = "CN") -> Binding:
+    """Create a binding, or return the active one this request repeats (same out_id)."""
+    plan = plan_bind(session, customer_id, request, now, region)
+
+    retried = _retry_of(session, customer_id, plan, now, settings)
+    if retried is not None:
+        return retried
+
+    if plan.x is not None:
+        binding = _bind_on_x(session, customer_id, plan, now, settings)
+    else:
+        binding = _bind_allocated(session, customer_id, plan, now, settings)
+    logger.info("binding %s: %s on %s for %s", binding.id, plan.mode.value, mask(binding.x),
+                ", ".join(mask(p) for _, p in plan.parties))
+    return binding
+
+
+def _retry_of(session, customer_id, plan: BindPlan, now, settings) -> Binding | None:
+    """The active binding with this out_id if the request repeats it; a clash otherwise."""
+    if plan.out_id is None:
+        return None
+    existing = session.scalar(select(Binding).where(
+        Binding.customer_id == customer_id, Binding.out_id == plan.out_id,
+        Binding.ended_at.is_(None)))
+    if existing is None:
+        return None
+
+    if _expired(existing, now):
+        end_binding(session, existing, now=now, reason="expired",
+                    cooldown_s=_routing(settings).dedicated_cooldown_s)
+        return None
+    if existing.request_hash != plan.request_hash:
+        raise Conflict(f"out_id {plan.out_id!r} names another active binding",
+                       field="out_id", code="out_id_conflict")
+    return existing
+
+
+def _bind_on_x(session, customer_id, plan: BindPlan, now, settings) -> Binding:
+    refresh_cooling(session, now, customer_id)
+    number = get_number(session, customer_id, plan.x, lock=True)
+    _check_state(number, plan.mode, now)
+    _close_expired_on(session, number, plan, now, settings)
+    _check_usage(number, plan.mode, settings)
+
+    if _held(session, number.e164, plan.party_numbers):
+        raise _pair_in_use(number)
+    try:
+        return _insert(session, customer_id, number, plan, now)
+    except _PairTaken:
+        retried = _retry_of(session, customer_id, plan, now, settings)
+        if retried is not None:
+            return retried
+        raise _pair_in_use(number) from None
+
+
+def _bind_allocated(session, customer_id, plan: BindPlan, now, settings) -> Binding:
+    tried: list[int] = []
+    for attempt in range(ALLOCATION_ATTEMPTS):
+        number = allocate(session, customer_id, plan.party_numbers, mode=plan.mode,
+                          city=plan.city, city_strict=plan.city_strict, now=now,
+                          settings=settings, exclude=tried)
+        tried.append(number.id)
+
+        # The candidate query read the pairs before the row lock was granted: look again.
+        if _held(session, number.e164, plan.party_numbers):
+            continue
+        try:
+            return _insert(session, customer_id, number, plan, now)
+        except _PairTaken:
+            retried = _retry_of(session, customer_id, plan, now, settings)
+            if retried is not None:
+                return retried
+            logger.warning("bind: lost the race for %s (attempt %d)", mask(number.e164),
+                           attempt + 1)
+    raise Conflict("pair_in_use: every number tried was taken by concurrent binds",
+                   field="x", code="pair_in_use")
+
+
+def _check_state(number: Number, mode: Mode, now: datetime) -> None:
+    x = mask(number.e164)
+    if number.state == NumberState.RETIRED:
+        raise Conflict(f"x: {x} is retired", field="x", code="number_unavailable")
+    if number.state == NumberState.COOLING:
+        until = as_utc(number.cooling_until)
+        raise Conflict(f"x: {x} cools down until {until:%Y-%m-%d %H:%M}Z", field="x",
+                       code="number_unavailable")
+    if not number.voice:
+        raise Unprocessable(f"x: {x} has no voice capability", field="x", code="no_voice")
+    if number.state == NumberState.DEDICATED:
+        raise Conflict(f"x: {x} is dedicated to another binding", field="x",
+                       code="number_in_use")
+
+
+def _check_usage(number: Number, mode: Mode, settings) -> None:
+    x = mask(number.e164)
+    if mode in DEDICATED_MODES and number.active_bindings > 0:
+        raise Conflict(f"x: {x} is shared by {number.active_bindings} AXB bindings",
+                       field="x", code="number_in_use")
+    limit = _routing(settings).max_axb_per_number
+    if mode == Mode.AXB and number.active_bindings >= limit:
+        raise Conflict(f"x: {x} already carries {limit} bindings", field="x",
+                       code="number_full")
+
+
+def _pair_in_use(number: Number) -> Conflict:
+    return Conflict(f"pair_in_use: a party is already bound on {mask(number.e164)}",
+                    field="x", code="pair_in_use")
+
+
+def _held(session, x: str, parties, exclude_binding: str | None = None) -> list[str]:
+    """The parties that already hold an active pair with X."""
+    query = select(BindingParty.party).where(
+        BindingParty.x == x, BindingParty.party.in_(list(parties)),
+        BindingParty.active.is_(True))
+    if exclude_binding is not None:
+        query = query.where(BindingParty.binding_id != exclude_binding)
+    return list(session.scalars(query))
+
+
+def _close_expired_on(session, number: Number, plan_or_parties, now, settings) -> None:
+    """End the expired, not yet swept bindings that stand in the way of this one.
+
+    Routing already ignores them; ending them here lets the new pair take their place in the
+    same transaction instead of waiting for the sweeper. The X row is locked by the caller.
+    """
+    parties = getattr(plan_or_parties, "party_numbers", plan_or_parties)
+    dedicated = getattr(plan_or_parties, "mode", Mode.AXB) in DEDICATED_MODES
+    colliding = select(BindingParty.binding_id).where(
+        BindingParty.x == number.e164, BindingParty.party.in_(list(parties)),
+        BindingParty.active.is_(True))
+    query = select(Binding).where(
+        Binding.number_id == number.id, Binding.ended_at.is_(None),
+        Binding.expires_at <= now)
+    if not dedicated:
+        query = query.where(Binding.id.in_(colliding))
+
+    for stale in session.scalars(query).all():
+        _end_locked(session, number, stale, now, "expired",
+                    _routing(settings).dedicated_cooldown_s)
+
+
+def _insert(session, customer_id, number: Number, plan: BindPlan, now) -> Binding:
+    binding = plan.new_binding(new_binding_id(now), customer_id, number, now)
+    try:
+        with session.begin_nested():
+            session.add(binding)
+            session.flush()
+            session.add_all(
+                BindingParty(binding_id=binding.id, x=number.e164, party=party, role=role,
+                             active=True)
+                for role, party in plan.parties)
+            number.active_bindings = Number.active_bindings + 1
+            number.total_bindings = Number.total_bindings + 1
+            if plan.mode in DEDICATED_MODES:
+                number.state = NumberState.DEDICATED.value
+            session.flush()
+    except IntegrityError:
+        raise _PairTaken() from None
+    session.refresh(number)
+    return binding
+
+
+# --- end ----------------------------------------------------------------------------------
+
+
+def unbind(session: Session, customer_id: int, binding_id: str, *, now: datetime,
+           settings=None) -> Binding:
+    binding = get_binding(session, customer_id, binding_id)
+    if binding.ended_at is not None:
+        raise Unprocessable(f"binding {binding.id} has already ended", field="id",
+                            code="already_ended")
+
+    if not end_binding(session, binding, now=now, reason="unbound",
+                       cooldown_s=_routing(settings).dedicated_cooldown_s):
+        raise Unprocessable(f"binding {binding.id} has already ended", field="id",
+                            code="already_ended")
+    logger.info("binding %s unbound from %s", binding.id, mask(binding.x))
+    return binding
+
+
+def end_binding(session: Session, binding: Binding, *, now: datetime, reason: str,
+                cooldown_s: int) -> bool:
+    """End a binding and release its pairs; False if someone else ended it first."""
+    number = session.scalar(select(Number).where(Number.id == binding.number_id)
+                            .with_for_update().execution_options(populate_existing=True))
+    return _end_locked(session, number, binding, now, reason, cooldown_s)
+
+
+def _end_locked(session, number: Number, binding: Binding, now, reason, cooldown_s) -> bool:
+    session.refresh(binding, with_for_update=True)
+    if binding.ended_at is not None:
+        return False
+
+    binding.ended_at = now
+    binding.updated_at = now
+    binding.end_reason = reason
+    session.execute(
+        update(BindingParty)
+        .where(BindingParty.binding_id == binding.id, BindingParty.active.is_(True))
+        .values(active=False, released_at=now),
+        execution_options={"synchronize_session": False})
+
+    number.active_bindings = max(0, number.active_bindings - 1)
+    if Mode(binding.mode) in DEDICATED_MODES and number.state == NumberState.DEDICATED:
+        # Many callers know a dedicated number: they must not reach its next holder.
+        if cooldown_s > 0:
+            number.state = NumberState.COOLING.value
+            number.cooling_until = now + timedelta(seconds=cooldown_s)
+        else:
+            number.state = NumberState.AVAILABLE.value
+    session.flush()
+    return True
+
+
+def sweep_expired(session: Session, now: datetime, limit: int = 1000, settings=None) -> int:
+    """End up to ``limit`` bindings whose expiry has passed (reason ``expired``)."""
+    ids = list(session.scalars(
+        select(Binding.id).where(Binding.ended_at.is_(None), Binding.expires_at <= now)
+        .order_by(Binding.expires_at).limit(limit)))
+    cooldown = _routing(settings).dedicated_cooldown_s
+
+    ended = 0
+    for binding_id in ids:
+        binding = session.get(Binding, binding_id)
+        if end_binding(session, binding, now=now, reason="expired", cooldown_s=cooldown):
+            ended += 1
+    if ended:
+        logger.info("sweep: %d expired bindings ended", ended)
+    return ended
+
+
+# --- update -------------------------------------------------------------------------------
+
+
+def update_binding(
+    session: Session, customer_id: int, binding_id: str, *, now: datetime, settings,
+    expires_at=UNSET, a=UNSET, b=UNSET, default_party=UNSET, region: str = "CN",
+) -> Binding:
+    """Change the expiry, the parties or the default party of an active binding."""
+    binding = get_binding(session, customer_id, binding_id)
+    _check_updatable(binding, now)
+    if expires_at is not UNSET:
+        expires_at = _future(expires_at, now)
+    plan = plan_parties_update(session, binding, region, a=a, b=b, default_party=default_party,
+                               unset=UNSET)
+
+    if plan.changed_roles:
+        _replace_parties(session, binding, plan, now, settings)
+    if plan.default_party is not UNSET:
+        binding.default_party = plan.default_party
+    if expires_at is not UNSET:
+        binding.expires_at = expires_at
+    binding.updated_at = now
+    session.flush()
+    logger.info("binding %s updated", binding.id)
+    return binding
+
+
+def _check_updatable(binding: Binding, now: datetime) -> None:
+    if binding.ended_at is not None:
+        raise Unprocessable(f"binding {binding.id} has already ended", field="id",
+                            code="already_ended")
+    if _expired(binding, now):
+        raise Unprocessable(f"binding {binding.id} has expired", field="id", code="expired")
+
+
+def _future(value, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput("expires: a time with its zone", field="expires")
+    if value <= now:
+        raise InvalidInput("expires: must be in the future", field="expires")
+    return value.astimezone(now.tzinfo)
+
+
+def _replace_parties(session, binding: Binding, plan, now, settings) -> None:
+    number = session.scalar(select(Number).where(Number.id == binding.number_id)
+                            .with_for_update().execution_options(populate_existing=True))
+    new = [(role, party) for role, party in plan.parties if role in plan.changed_roles]
+    _close_expired_on(session, number, [p for _, p in new], now, settings)
+    if _held(session, number.e164, [p for _, p in new], exclude_binding=binding.id):
+        raise _pair_in_use(number)
+
+    try:
+        with session.begin_nested():
+            session.execute(
+                update(BindingParty)
+                .where(BindingParty.binding_id == binding.id, BindingParty.active.is_(True),
+                       BindingParty.role.in_(plan.changed_roles))
+                .values(active=False, released_at=now),
+                execution_options={"synchronize_session": False})
+            session.add_all(BindingParty(binding_id=binding.id, x=number.e164, party=party,
+                                         role=role, active=True) for role, party in new)
+            for role, party in new:
+                setattr(binding, role, party)
+            session.flush()
+    except IntegrityError:
+        raise _pair_in_use(number) from None
+
+
+# --- queries ------------------------------------------------------------------------------
+
+
+def get_binding(session: Session, customer_id: int, binding_id: str) -> Binding:
+    if not isinstance(binding_id, str) or not 0 < len(binding_id) <= 32:
+        raise NotFound("no such binding", field="id")
+    binding = session.get(Binding, binding_id, populate_existing=True)
+    if binding is None or binding.customer_id != customer_id:
+        raise NotFound(f"no binding {binding_id!r}", field="id")
+    return binding
+
+
+def find_bindings(
+    session: Session, customer_id: int, *, x: str | None = None, party: str | None = None,
+    out_id: str | None = None, active: bool = True, limit: int | None = 100,
+    after: str | None = None, region: str = "CN",
+) -> list[Binding]:
+    """The customer's bindings by X, by party (A, B) or by out_id, in id (creation) order."""
+    from .numbers import parse
+
+    query = select(Binding).where(Binding.customer_id == customer_id)
+    if x is not None:
+        query = query.where(Binding.x == parse(x, "x", region))
+    if party is not None:
+        held = select(BindingParty.binding_id).where(
+            BindingParty.party == parse(party, "party", region))
+        query = query.where(Binding.id.in_(held))
+    if out_id is not None:
+        query = query.where(Binding.out_id == out_id)
+    if active:
+        query = query.where(Binding.ended_at.is_(None))
+    if after is not None:
+        query = query.where(Binding.id > after)
+    query = query.order_by(Binding.id)
+    return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def _expired(binding: Binding, now: datetime) -> bool:
+    expires = as_utc(binding.expires_at)
+    return expires is not None and expires <= now
+
+
+def binding_dict(binding: Binding, group_name: str | None = None) -> dict:
+    """The customer's own view of a binding (full numbers: never log this)."""
+    return {
+        "id": binding.id,
+        "mode": binding.mode,
+        "x": binding.x,
+        "a": binding.a,
+        "b": binding.b,
+        "default_party": binding.default_party,
+        "softphone": binding.softphone,
+        "group": group_name,
+        "group_id": binding.group_id,
+        "direction": binding.direction,
+        "record": binding.record,
+        "sms": binding.sms,
+        "allow_withheld": binding.allow_withheld,
+        "primary": binding.is_primary,
+        "max_call_s": binding.max_call_s,
+        "out_id": binding.out_id,
+        "created_at": as_utc(binding.created_at),
+        "updated_at": as_utc(binding.updated_at),
+        "expires_at": as_utc(binding.expires_at),
+        "ended_at": as_utc(binding.ended_at),
+        "end_reason": binding.end_reason,
+        "active": binding.ended_at is None,
+    }
+
+
+def binding_view(binding: Binding, group_members: frozenset[str] = frozenset(),
+                 carrier: str = "default") -> BindingView:
+    """The binding as ``routing.decide`` sees it."""
+    return BindingView(
+        id=binding.id,
+        customer_id=binding.customer_id,
+        mode=Mode(binding.mode),
+        x=binding.x,
+        a=binding.a,
+        b=binding.b,
+        default_party=binding.default_party,
+        softphone=binding.softphone,
+        group=frozenset(group_members),
+        direction=Direction(binding.direction),
+        record=bool(binding.record),
+        allow_withheld=bool(binding.allow_withheld),
+        primary=bool(binding.is_primary),
+        max_call_s=binding.max_call_s,
+        expires_at=as_utc(binding.expires_at),
+        carrier=carrier,
+    )

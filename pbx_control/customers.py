@@ -1,0 +1,84 @@
+"""Customers: the tenants every number, binding and record belongs to.
+
+The CLI acts for one customer (``--customer``, default ``default``), created on first use; the
+HTTP API finds the customer from its API key (``keys.py``). A disabled customer keeps its data
+but cannot provision.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .errors import Conflict, InvalidInput, NotFound, Unprocessable
+from .storage.tables import Customer
+
+logger = logging.getLogger(__name__)
+
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+STATUSES = ("active", "disabled")
+
+
+def check_name(name: str, field: str = "customer") -> str:
+    """Names end up in CLI output and log lines: keep them to a plain, bounded alphabet."""
+    text = (name or "").strip()
+    if not NAME.fullmatch(text):
+        raise InvalidInput(f"{field}: use 1-64 of A-Z a-z 0-9 _ . -", field=field)
+    return text
+
+
+def customer_by_name(session: Session, name: str) -> Customer:
+    customer = session.scalar(select(Customer).where(Customer.name == name))
+    if customer is None:
+        raise NotFound(f"no customer named {name!r}", field="customer")
+    return customer
+
+
+def create_customer(session: Session, name: str, now: datetime) -> Customer:
+    name = check_name(name)
+    if session.scalar(select(Customer.id).where(Customer.name == name)) is not None:
+        raise Conflict(f"customer {name!r} exists", field="customer", code="customer_exists")
+
+    customer = Customer(name=name, status="active", created_at=now)
+    session.add(customer)
+    session.flush()
+    logger.info("customer %s created (id %s)", name, customer.id)
+    return customer
+
+
+def ensure_customer(session: Session, name: str, now: datetime) -> Customer:
+    """The customer called ``name``, created if it does not exist yet."""
+    existing = session.scalar(select(Customer).where(Customer.name == name))
+    if existing is not None:
+        return existing
+    return create_customer(session, name, now)
+
+
+def list_customers(session: Session) -> list[Customer]:
+    return list(session.scalars(select(Customer).order_by(Customer.name)))
+
+
+def set_customer_status(session: Session, name: str, status: str) -> Customer:
+    if status not in STATUSES:
+        raise InvalidInput(f"status: one of {', '.join(STATUSES)}", field="status")
+    customer = customer_by_name(session, name)
+    customer.status = status
+    logger.info("customer %s is now %s", name, status)
+    return customer
+
+
+def require_active(customer: Customer) -> Customer:
+    """Provisioning (numbers, bindings, groups, softphones) needs an active customer."""
+    if customer.status != "active":
+        raise Unprocessable(f"customer {customer.name!r} is {customer.status}",
+                            code="customer_disabled")
+    return customer
+
+
+def customer_dict(customer: Customer) -> dict:
+    return {"id": customer.id, "name": customer.name, "status": customer.status,
+            "created_at": customer.created_at}
