@@ -1,0 +1,313 @@
+"""``CallService``: what both PBX adapters call to route a call and to report its life.
+
+One transaction per call: gather what routing needs in as few indexed queries as possible,
+decide (``routing``, pure), write the attempt record (and a ``refused`` event when refused).
+This runs on every call, so the lookups are shaped for it: the number row with the blacklist
+hit and the caller's recent attempts folded into the same statement, then the caller's
+bindings on X through the unique (X, party) index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import false, func, literal, select, true
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from . import causes, numbers, records, routing
+from .bindings import binding_view
+from .blacklist import blacklisted_query
+from .config import Settings
+from .errors import InvalidInput, StorageUnavailable
+from .numbers import mask
+from .routing import Facts, NumberState, NumberView, OutboundFacts
+from .softphones import subscriber_for
+from .storage.db import Store, utcnow
+from .storage.tables import Binding, BindingParty, CallRecord, GroupMember, Number
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The decision for a call and the id of its record (None only if it was not written)."""
+
+    decision: routing.Decision
+    record_id: str | None
+
+
+@dataclass
+class _Lookup:
+    """Facts for routing plus what the record needs from the same rows."""
+
+    facts: Facts
+    out_ids: dict[str, str | None]
+
+
+class CallService:
+    """Routes calls for one PBX node and records them; shared by both adapters and the CLI."""
+
+    def __init__(self, store: Store, settings: Settings, *, pbx: str, node: str | None,
+                 clock=utcnow):
+        self._store = store
+        self._settings = settings
+        self._policy = settings.routing
+        self._region = settings.default_region
+        self.pbx = pbx
+        self.node = node
+        self._clock = clock
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def route_inbound(self, caller_raw: str | None, dialed_raw: str, call_uuid: str | None,
+                      *, trusted: bool = True) -> Routed:
+        """Decide a call on X and write its attempt record, in one transaction.
+
+        ``trusted=False`` (the call did not come from a configured trunk) makes the caller a
+        stranger: its caller id is recorded but never believed.
+        """
+        now = self._clock()
+        x = self._parse_x(dialed_raw)
+        caller = numbers.parse_caller(caller_raw, self._region) if trusted else None
+
+        with self._transaction() as session:
+            lookup = self._inbound_lookup(session, x, caller, now)
+            decision = routing.decide(routing.Call(caller, x or "", now), lookup.facts,
+                                      self._policy)
+            record = self._write_inbound(session, lookup, decision, x, caller or caller_raw,
+                                         call_uuid, now)
+
+        logger.debug("call %s on %s from %s: %s %s", call_uuid, mask(x), mask(caller),
+                     "connect" if decision.connected else "refuse", decision.reason.value)
+        return Routed(decision, record.id)
+
+    def explain(self, caller_raw: str | None, dialed_raw: str
+                ) -> tuple[routing.Decision, Facts]:
+        """The decision a call would get now and the facts behind it; writes nothing."""
+        now = self._clock()
+        x = self._parse_x(dialed_raw)
+        caller = numbers.parse_caller(caller_raw, self._region)
+
+        with self._transaction() as session:
+            lookup = self._inbound_lookup(session, x, caller, now)
+        call = routing.Call(caller, x or "", now)
+        return routing.decide(call, lookup.facts, self._policy), lookup.facts
+
+    def _parse_x(self, dialed_raw: str | None) -> str | None:
+        try:
+            return numbers.parse(dialed_raw or "", "dialed", self._region)
+        except InvalidInput:
+            return None
+
+    def _inbound_lookup(self, session: Session, x: str | None, caller: str | None,
+                        now: datetime) -> _Lookup:
+        if x is None:
+            return _Lookup(Facts(number=None), {})
+        row = session.execute(self._number_query(x, caller, now)).first()
+        if row is None:
+            return _Lookup(Facts(number=None), {})
+
+        number, blacklisted, recent = row
+        bindings = self._bindings_on(session, number, caller)
+        views = tuple(self._view(session, b, caller, number.carrier) for b in bindings)
+        facts = Facts(number=_number_view(number), bindings=views,
+                      blacklisted=bool(blacklisted), recent_attempts=int(recent or 0))
+        return _Lookup(facts, {b.id: b.out_id for b in bindings})
+
+    def _number_query(self, x: str, caller: str | None, now: datetime):
+        """X's pool row, with whether the caller is blacklisted and its recent attempts."""
+        if caller is None:
+            return select(Number, false(), literal(0))
+
+        blocked = blacklisted_query(Number.customer_id, caller, x).exists()
+        window = now - timedelta(seconds=self._policy.rate_limit_window_s)
+        # Counting stops past the limit: a caller hammering X costs no more than one over.
+        attempts = (select(CallRecord.id)
+                    .where(CallRecord.x == x, CallRecord.caller == caller,
+                           CallRecord.started_at > window)
+                    .limit(self._policy.rate_limit_attempts + 1).subquery())
+        recent = select(func.count()).select_from(attempts).scalar_subquery()
+        return select(Number, blocked, recent).where(Number.e164 == x)
+
+    def _bindings_on(self, session: Session, number: Number, caller: str | None) -> list:
+        """The bindings on X that concern this caller, expired ones not yet swept included.
+
+        A dedicated X carries one binding and nothing else, so all of X's active rows are
+        read; on a shared X only the caller's own pair is, through the unique (X, party)
+        index, however many AXB bindings share X. This trusts ``numbers.state``, which
+        ``bindings`` keeps in the same transaction as the binding rows.
+        """
+        if number.state == NumberState.DEDICATED:
+            rows = session.scalars(select(Binding).where(
+                Binding.x == number.e164, Binding.ended_at.is_(None)))
+            return [b for b in rows
+                    if b.mode != routing.Mode.AXB or caller in (b.a, b.b)]
+        if caller is None or number.state != NumberState.AVAILABLE:
+            return []
+        return list(session.scalars(
+            select(Binding)
+            .join(BindingParty, BindingParty.binding_id == Binding.id)
+            .where(BindingParty.x == number.e164, BindingParty.party == caller,
+                   BindingParty.active == true(), Binding.ended_at.is_(None))))
+
+    def _view(self, session: Session, binding: Binding, caller: str | None, carrier: str):
+        members = frozenset()
+        if binding.mode == routing.Mode.AXG and binding.group_id and caller:
+            # Only whether this caller is a member matters: no need to read the whole group.
+            found = session.scalar(select(GroupMember.number).where(
+                GroupMember.group_id == binding.group_id, GroupMember.number == caller))
+            members = frozenset({found}) if found else frozenset()
+        return binding_view(binding, members, carrier)
+
+    def _write_inbound(self, session, lookup: _Lookup, decision, x, caller_as_received,
+                       call_uuid, now) -> CallRecord:
+        number = lookup.facts.number
+        customer_id = decision.customer_id or (number.customer_id if number else None)
+        record = records.new_attempt(
+            session, customer_id=customer_id, binding_id=decision.binding_id,
+            out_id=lookup.out_ids.get(decision.binding_id), direction="inbound", x=x,
+            caller=caller_as_received, callee=_callee(decision), decision=_kind(decision),
+            reason=decision.reason.value, pbx=self.pbx, node=self.node, call_uuid=call_uuid,
+            started_at=now, flush=decision.connected)
+        if not decision.connected:
+            self._refused(session, record, decision.reason, now)
+        return record
+
+    def _refused(self, session, record: CallRecord, reason: routing.Reason, now) -> None:
+        refusal = causes.refusal_for(reason)
+        records.record_event(session, record, "refused", at=now, outcome="refused",
+                             sip_status=refusal.sip_status, q850_cause=refusal.q850,
+                             hangup_by=causes.HangupBy.CONTROLLER.value)
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def route_outbound(self, username: str, target_raw: str, call_uuid: str | None) -> Routed:
+        """Decide a softphone's own call on its authenticated user, and record it."""
+        now = self._clock()
+        target = self._parse_target(target_raw)
+
+        with self._transaction() as session:
+            facts, customer_id, by_id = self._outbound_facts(session, username, target)
+            call = routing.OutboundCall(target=target_raw or "", now=now, region=self._region)
+            decision = routing.decide_outbound(call, facts, self._policy)
+            binding = by_id.get(decision.binding_id)
+            record = records.new_attempt(
+                session, customer_id=customer_id, binding_id=decision.binding_id,
+                out_id=binding.out_id if binding else None, direction="outbound",
+                x=binding.x if binding else None, caller=facts.subscriber or username,
+                callee=_callee(decision) or target or target_raw, decision=_kind(decision),
+                reason=decision.reason.value, pbx=self.pbx, node=self.node,
+                call_uuid=call_uuid, started_at=now, flush=decision.connected)
+            if not decision.connected:
+                self._refused(session, record, decision.reason, now)
+
+        logger.debug("call %s outbound to %s: %s %s", call_uuid, mask(target or target_raw),
+                     "connect" if decision.connected else "refuse", decision.reason.value)
+        return Routed(decision, record.id)
+
+    def _parse_target(self, target_raw: str | None) -> str | None:
+        try:
+            return numbers.parse(target_raw or "", "target", self._region)
+        except InvalidInput:
+            return None
+
+    def _outbound_facts(self, session: Session, username: str, target: str | None):
+        found = subscriber_for(session, username)
+        if found is None:
+            return OutboundFacts(subscriber=None), None, {}
+
+        customer_id, subscriber = found
+        rows = session.execute(
+            select(Binding, Number.carrier)
+            .join(BindingParty, BindingParty.binding_id == Binding.id)
+            .join(Number, Number.id == Binding.number_id)
+            .where(BindingParty.party == subscriber, BindingParty.role == "a",
+                   BindingParty.active == true(), Binding.ended_at.is_(None),
+                   Binding.mode == routing.Mode.AX.value,
+                   Binding.customer_id == customer_id)).all()
+        in_pool = target is not None and session.scalar(select(Number.id).where(
+            Number.e164 == target, Number.state != NumberState.RETIRED.value)) is not None
+
+        views = tuple(binding_view(b, frozenset(), carrier) for b, carrier in rows)
+        facts = OutboundFacts(subscriber=subscriber, ax_bindings=views,
+                              target_is_pool_number=in_pool)
+        return facts, customer_id, {b.id: b for b, _ in rows}
+
+    # -- failures, events, reconciliation --------------------------------------------------
+
+    def refuse_unavailable(self, caller_raw: str | None, dialed_raw: str | None,
+                           call_uuid: str | None) -> str | None:
+        """Record a 503 refusal (reason ``unavailable``); best effort, never raises.
+
+        Called when no decision came in time or storage failed: the adapter refuses the call
+        either way, and a record is written if storage lets us.
+        """
+        try:
+            return self._record_unavailable(caller_raw, dialed_raw, call_uuid)
+        except Exception as exc:  # noqa: BLE001 - best effort by contract; the call is refused
+            logger.warning("call %s: refusal not recorded (%s)", call_uuid,
+                           type(exc).__name__)
+            return None
+
+    def _record_unavailable(self, caller_raw, dialed_raw, call_uuid) -> str:
+        now = self._clock()
+        x = self._parse_x(dialed_raw)
+        caller = numbers.parse_caller(caller_raw, self._region)
+
+        with self._transaction() as session:
+            customer_id = None
+            if x is not None:
+                customer_id = session.scalar(select(Number.customer_id)
+                                             .where(Number.e164 == x))
+            record = records.new_attempt(
+                session, customer_id=customer_id, binding_id=None, out_id=None,
+                direction="inbound", x=x, caller=caller or caller_raw, callee=None,
+                decision="refuse", reason=routing.Reason.UNAVAILABLE.value, pbx=self.pbx,
+                node=self.node, call_uuid=call_uuid, started_at=now, flush=False)
+            self._refused(session, record, routing.Reason.UNAVAILABLE, now)
+        return record.id
+
+    def call_event(self, record_id: str, kind: str, at: datetime | None = None,
+                   **fields) -> CallRecord | None:
+        """The one call-event function (see ``records.call_event``) in its own transaction.
+
+        Storage failures raise StorageUnavailable so the adapter can retry or log them.
+        """
+        at = at or self._clock()
+        with self._transaction() as session:
+            return records.call_event(session, record_id, kind, at=at, **fields)
+
+    def open_records(self) -> list[CallRecord]:
+        """This node's records without an end, for reconciliation after a restart."""
+        with self._transaction() as session:
+            return records.open_records(session, self.pbx, self.node)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self._store.session() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            logger.warning("storage error: %s", type(exc).__name__)
+            raise StorageUnavailable("storage unavailable") from exc
+
+
+def _number_view(number: Number) -> NumberView:
+    return NumberView(e164=number.e164, customer_id=number.customer_id, carrier=number.carrier,
+                      state=NumberState(number.state), voice=bool(number.voice),
+                      sms=bool(number.sms))
+
+
+def _kind(decision: routing.Decision) -> str:
+    return "connect" if decision.connected else "refuse"
+
+
+def _callee(decision: routing.Decision) -> str | None:
+    if not decision.connected:
+        return None
+    return decision.callee_party or decision.to
