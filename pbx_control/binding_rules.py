@@ -122,7 +122,7 @@ def plan_bind(session: Session, customer_id: int, request, now: datetime,
     plan.parties = [("a", a)] + ([("b", b)] if b else [])
 
     _check_distinct(plan)
-    _check_no_loop(session, [a, b, plan.default_party])
+    _check_no_loop(session, {"a": a, "b": b, "default_party": plan.default_party})
     _resolve_group_and_softphone(session, customer_id, plan, request)
     plan.request_hash = _request_hash(plan)
     return plan
@@ -206,11 +206,12 @@ def _check_distinct(plan: BindPlan) -> None:
         raise InvalidInput("default_party: is party a itself", field="default_party")
 
 
-def _check_no_loop(session: Session, numbers) -> None:
-    looping = pool_members(session, [n for n in numbers if n])
-    if looping:
-        raise Unprocessable(f"party {mask(sorted(looping)[0])} is a virtual number of the "
-                            "pool (the call would loop)", field="a", code="loop")
+def _check_no_loop(session: Session, parties: dict[str, str | None]) -> None:
+    looping = pool_members(session, [n for n in parties.values() if n])
+    for name, number in parties.items():
+        if number in looping:
+            raise Unprocessable(f"{name}: {mask(number)} is a virtual number of the pool "
+                                "(the call would loop)", field=name, code="loop")
 
 
 def _resolve_group_and_softphone(session, customer_id, plan: BindPlan, request) -> None:
@@ -263,7 +264,7 @@ def plan_parties_update(session: Session, binding: Binding, region: str, *, a, b
         raise InvalidInput("b: a and b are the same number", field="b")
     if new_default is not None and new_default == new_a:
         raise InvalidInput("default_party: is party a itself", field="default_party")
-    _check_no_loop(session, [new_a, new_b, new_default])
+    _check_no_loop(session, {"a": new_a, "b": new_b, "default_party": new_default})
 
     parties = [("a", new_a)] + ([("b", new_b)] if new_b else [])
     changed = [r for r, p in parties if p != getattr(binding, r)]

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import Conflict, InvalidInput, NotFound, Unprocessable
+from .storage.db import as_utc
 from .storage.tables import Customer
 
 logger = logging.getLogger(__name__)
@@ -81,4 +82,4 @@ def require_active(customer: Customer) -> Customer:
 
 def customer_dict(customer: Customer) -> dict:
     return {"id": customer.id, "name": customer.name, "status": customer.status,
-            "created_at": customer.created_at}
+            "created_at": as_utc(customer.created_at)}

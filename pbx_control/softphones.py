@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from .errors import Conflict, InvalidInput, NotFound
 from .numbers import mask, parse
+from .storage.db import as_utc
 from .storage.tables import Binding, Softphone
 
 logger = logging.getLogger(__name__)
@@ -89,4 +90,4 @@ def subscriber_for(session: Session, username: str) -> tuple[int, str] | None:
 
 def softphone_dict(phone: Softphone) -> dict:
     return {"username": phone.username, "subscriber": phone.subscriber,
-            "created_at": phone.created_at}
+            "created_at": as_utc(phone.created_at)}

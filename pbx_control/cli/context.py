@@ -32,6 +32,16 @@ class AppContext:
             self._store = Store(self.settings.database_url, application_name="pbx-control-cli")
         return self._store
 
+    def customer_id(self, session, *, provisioning: bool = False) -> int:
+        """The acting customer's id, created on first use; ``provisioning`` needs it active."""
+        from ..customers import ensure_customer, require_active
+        from ..storage.db import utcnow
+
+        customer = ensure_customer(session, self.customer_name, utcnow())
+        if provisioning:
+            require_active(customer)
+        return customer.id
+
     def close(self) -> None:
         if self._store is not None:
             self._store.dispose()
