@@ -181,7 +181,8 @@ class Call:
 def decide(call: Call, facts: Facts, policy: RoutingSettings) -> Decision:
     """Decide an inbound call on X from what storage found."""
     number = facts.number
-    if number is None or number.state == NumberState.RETIRED:
+    if number is None or number.state == NumberState.RETIRED or not number.voice:
+        # A number without voice is an SMS-only number: for calls it does not exist.
         return Refuse(Reason.UNKNOWN_NUMBER)
 
     customer = number.customer_id
@@ -201,11 +202,11 @@ def decide(call: Call, facts: Facts, policy: RoutingSettings) -> Decision:
     if dedicated is not None:
         return _route_dedicated(dedicated, call.caller, number)
 
-    if _axb_for_caller(facts.bindings, call.caller) or any(
-        b.mode in DEDICATED_MODES for b in facts.bindings
-    ):
-        expired = next(b for b in facts.bindings if b.expired(call.now))
-        return Refuse(Reason.EXPIRED, binding_id=expired.id, customer_id=customer)
+    # Whatever concerns the caller and is not live has expired (not yet swept): name it.
+    stale = _axb_for_caller(facts.bindings, call.caller) or next(
+        (b for b in facts.bindings if b.mode in DEDICATED_MODES), None)
+    if stale is not None:
+        return Refuse(Reason.EXPIRED, binding_id=stale.id, customer_id=customer)
     return Refuse(Reason.NO_BINDING, customer_id=customer)
 
 
