@@ -122,7 +122,7 @@ class CallService:
     def _number_query(self, x: str, caller: str | None, now: datetime):
         """X's pool row, with whether the caller is blacklisted and its recent attempts."""
         if caller is None:
-            return select(Number, false(), literal(0))
+            return select(Number, false(), literal(0)).where(Number.e164 == x)
 
         blocked = blacklisted_query(Number.customer_id, caller, x).exists()
         window = now - timedelta(seconds=self._policy.rate_limit_window_s)

@@ -137,7 +137,8 @@ def _apply_times(record: CallRecord, kind: str, at: datetime) -> bool:
         if answered:
             return False
         # A late answer after the end still tells the billable time: keep it inside the call.
-        record.answered_at = max(min(at, ended) if ended else at, ringing or at)
+        answered_at = min(at, ended) if ended else at
+        record.answered_at = max(answered_at, ringing) if ringing else answered_at
         if ended:
             record.billsec_s = _seconds(as_utc(record.answered_at), ended)
     else:
