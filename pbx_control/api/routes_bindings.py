@@ -6,7 +6,6 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +41,8 @@ IdempotencyKey = Annotated[str | None, Header(
 
 def _out(session, binding: Binding) -> dict:
     group = session.get(Group, binding.group_id) if binding.group_id else None
-    return jsonable_encoder(binding_dict(binding, group.name if group else None))
+    shown = BindingOut.model_validate(binding_dict(binding, group.name if group else None))
+    return shown.model_dump(mode="json")
 
 
 def _expires(text: str | None, now):

@@ -15,8 +15,16 @@ from ..routing import NumberState
 from ..storage.tables import Group
 from .deps import Services, caller, services
 from .problems import documented
-from .schemas import ID_PATTERN, PRINTABLE, GroupBody, GroupOut, MembersBody, MembersOut
-from .schemas import NumberCount, NumberPage
+from .schemas import (
+    ID_PATTERN,
+    PRINTABLE,
+    GroupBody,
+    GroupOut,
+    MembersBody,
+    MembersOut,
+    NumberCount,
+    NumberPage,
+)
 
 router = APIRouter(tags=["numbers and groups"])
 

@@ -40,7 +40,9 @@ class Strict(BaseModel):
 class BindBody(Strict):
     """A bind request. ``x`` picks the number; without it one is allocated by ``city``."""
 
-    mode: Mode
+    # Enums take their text values: FastAPI validates the already-decoded JSON, where strict
+    # mode would insist on Python enum members.
+    mode: Mode = Field(strict=False)
     a: Number
     b: Number | None = None
     x: Number | None = None
@@ -50,7 +52,7 @@ class BindBody(Strict):
         None, description="'90s', '30m', '2h', '7d' from now, or an ISO 8601 time with zone")
     out_id: text(128, 1) | None = None
     record: bool = False
-    direction: Direction = Direction.BOTH
+    direction: Direction = Field(Direction.BOTH, strict=False)
     sms: bool = True
     allow_withheld: bool = False
     default_party: Number | None = None
