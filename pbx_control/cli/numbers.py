@@ -48,14 +48,18 @@ def read_csv(path: Path, defaults: dict, region: str) -> dict[tuple, list[str]]:
     Every row is checked before anything is written: one bad row stops the import.
     """
     groups: dict[tuple, list[str]] = defaultdict(list)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "number" not in reader.fieldnames:
-            raise InvalidInput(f"{path.name}: needs a header with a 'number' column",
-                               field="csv")
-        for row in reader:
-            key, number = _csv_row(row, reader.line_num, defaults, region)
-            groups[key].append(number)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "number" not in reader.fieldnames:
+                raise InvalidInput(f"{path.name}: needs a header with a 'number' column",
+                                   field="csv")
+            for row in reader:
+                key, number = _csv_row(row, reader.line_num, defaults, region)
+                groups[key].append(number)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"{path.name}: not a UTF-8 CSV file ({type(exc).__name__})",
+                           field="csv") from None
     return groups
 
 

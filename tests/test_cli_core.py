@@ -1,0 +1,247 @@
+"""The provisioning CLI end to end: db, numbers, bind, unbind, bindings, groups, softphones.
+
+Each test runs the real ``pbx-control`` group through CliRunner against a SQLite file
+migrated with ``pbx-control db upgrade``; the output is in every assertion message.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pbx_control.cli.main import cli
+from pbx_control.customers import set_customer_status
+from pbx_control.storage import Store
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    monkeypatch.setenv("PBX_CONTROL_DATABASE_URL", url)
+    monkeypatch.delenv("PBX_CONTROL_CONFIG", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        output = result.output  # click 8.2+: stdout and stderr interleaved
+        if ok:
+            assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{output}"
+        else:
+            assert result.exit_code != 0, f"{args}: expected failure\n{output}"
+        result.text = output
+        return result
+
+    invoke("db", "upgrade")
+    invoke.url = url
+    invoke.tmp = tmp_path
+    return invoke
+
+
+def as_json(result):
+    return json.loads(result.output)
+
+
+def test_db_upgrade_and_current_report_the_revision(run):
+    assert run("db", "current").output.strip() == "0001"
+    assert "0001" in run("db", "upgrade").output
+
+
+def test_db_current_before_any_upgrade_says_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("PBX_CONTROL_DATABASE_URL", f"sqlite:///{tmp_path / 'new.sqlite'}")
+    result = CliRunner().invoke(cli, ["db", "current"])
+    assert (result.exit_code, result.output.strip()) == (0, "none"), result.output
+
+
+COMMANDS = [
+    ["db"], ["db", "upgrade"], ["db", "current"], ["numbers"], ["numbers", "add"],
+    ["numbers", "list"], ["numbers", "show"], ["numbers", "retire"], ["numbers", "counts"],
+    ["bind"], ["bind", "axb"], ["bind", "ax"], ["bind", "axn"], ["bind", "axg"], ["unbind"],
+    ["bindings"], ["bindings", "list"], ["bindings", "show"], ["bindings", "update"],
+    ["groups"], ["groups", "create"], ["groups", "add"], ["groups", "remove"],
+    ["groups", "list"], ["softphones"], ["softphones", "add"], ["softphones", "remove"],
+    ["softphones", "list"],
+]
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=" ".join)
+def test_every_command_has_help(words):
+    result = CliRunner().invoke(cli, words + ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_numbers_add_singles_ranges_and_list(run):
+    out = run("numbers", "add", "13900000001", "13900000010-13900000012", "--city", "bj",
+              "--carrier", "cm", "--cap", "voice").output
+    assert "added 4" in out, out
+    assert "already in the pool 1" in run("numbers", "add", "+8613900000001").output
+
+    rows = as_json(run("numbers", "list", "--json", "--city", "bj"))
+    assert [r["x"] for r in rows] == ["+8613900000001", "+8613900000010", "+8613900000011",
+                                      "+8613900000012"]
+    assert rows[0]["capabilities"] == ["voice"] and rows[0]["carrier"] == "cm"
+    table = run("numbers", "list").output
+    assert "+8613900000011" in table and "STATE" in table, table
+    counts = as_json(run("numbers", "counts", "--json"))
+    assert counts == [{"city": "bj", "count": 4, "state": "available"}]
+
+
+def test_numbers_add_csv_imports_all_or_nothing(run):
+    good = run.tmp / "good.csv"
+    good.write_text("number,carrier,city,capabilities\n"
+                    "13900000001,cm,bj,voice\n13900000002,,sh,\"voice,sms\"\n")
+    assert "added 2" in run("numbers", "add", "--csv", good).output
+
+    bad = run.tmp / "bad.csv"
+    bad.write_text("number,carrier,city,capabilities\n13900000003,cm,bj,voice\n"
+                   "13900000004,cm,bj,fax\n")
+    result = run("numbers", "add", "--csv", bad, ok=False)
+    assert "row 3" in result.text and len(result.text.strip().splitlines()) == 1, result.text
+    bad.write_text("number\n13900000005\n13900000005999\n")
+    result = run("numbers", "add", "--csv", bad, ok=False)
+    assert "row 3" in result.text and "13900000005999" not in result.text, result.text
+
+    bad.write_bytes(b"number\n\xff\xfe13900000006\n")
+    result = run("numbers", "add", "--csv", bad, ok=False)
+    assert "not a UTF-8 CSV" in result.text, result.text
+
+    rows = as_json(run("numbers", "list", "--json"))
+    assert [(r["x"], r["city"], r["capabilities"]) for r in rows] == [
+        ("+8613900000001", "bj", ["voice"]), ("+8613900000002", "sh", ["voice", "sms"])]
+
+
+def test_numbers_add_refuses_bad_input_with_one_line(run):
+    for args in (["numbers", "add"], ["numbers", "add", "12"],
+                 ["numbers", "add", "13900000001", "--cap", "fax"],
+                 ["numbers", "add", "--csv", run.tmp / "missing.csv"],
+                 ["numbers", "list", "--state", "sleeping"]):
+        result = run(*args, ok=False)
+        assert "Traceback" not in result.text, result.text
+        assert result.text.strip(), args
+
+
+def test_bind_axb_then_show_list_update_and_unbind(run):
+    run("numbers", "add", "13900000001", "13900000002", "--city", "bj")
+    binding = as_json(run("bind", "axb", "13800000001", "13800000002", "--city", "bj",
+                          "--expires", "2h", "--out-id", "order-7", "--record", "--json"))
+    assert (binding["a"], binding["b"], binding["record"]) == (
+        "+8613800000001", "+8613800000002", True)
+    assert binding["out_id"] == "order-7" and binding["expires_at"]
+
+    again = as_json(run("bind", "axb", "13800000001", "13800000002", "--city", "bj",
+                        "--expires", "2h", "--out-id", "order-7", "--record", "--json"))
+    assert again["id"] == binding["id"]
+    clash = run("bind", "axb", "13800000001", "13800000003", "--out-id", "order-7", ok=False)
+    assert "out_id_conflict" in clash.text, clash.text
+
+    shown = as_json(run("bindings", "show", binding["id"], "--json"))
+    assert shown == binding
+    listed = as_json(run("bindings", "list", "--party", "13800000002", "--json"))
+    assert [b["id"] for b in listed] == [binding["id"]]
+    assert binding["id"] in run("bindings", "list").output
+
+    updated = as_json(run("bindings", "update", binding["id"], "--b", "13800000009",
+                          "--expires", "never", "--json"))
+    assert (updated["b"], updated["expires_at"]) == ("+8613800000009", None)
+
+    number = as_json(run("numbers", "show", binding["x"], "--json"))
+    assert [b["id"] for b in number["bindings"]] == [binding["id"]]
+    assert "unbound" in run("unbind", binding["id"]).output
+    again = run("unbind", binding["id"], ok=False)
+    assert "already_ended" in again.text, again.text
+    assert as_json(run("bindings", "list", "--json")) == []
+    assert len(as_json(run("bindings", "list", "--all", "--json"))) == 1
+
+
+def test_bind_errors_are_one_line_and_masked(run):
+    run("numbers", "add", "13900000001")
+    cases = [
+        (["bind", "axb", "13800000001", "1380000000199"], "1380000000199"),
+        (["bind", "axb", "13800000001", "13800000001"], None),
+        (["bind", "axb", "13800000001", "13900000001"], "13900000001"),
+        (["bind", "axb", "13800000001", "13800000002", "--expires", "2026-01-01T00:00:00"],
+         None),
+        (["bind", "axb", "13800000001", "13800000002", "--expires", "soon"], None),
+        (["bind", "axb", "13800000001", "13800000002", "--direction", "up"], None),
+        (["bind", "axb", "13800000001", "13800000002", "--x", "13900000077"], "13900000077"),
+        (["bind", "axg", "13800000001", "--group", "nope"], None),
+        (["bind", "ax", "13800000001", "--softphone", "bad name;rm"], None),
+        (["bindings", "show", "b-nope"], None),
+        (["bindings", "update", "b-nope"], None),
+    ]
+    for args, secret in cases:
+        result = run(*args, ok=False)
+        assert "Traceback" not in result.text, result.text
+        lines = [line for line in result.text.splitlines() if line.strip()]
+        # One error line, after click's usage hint when the arguments themselves are bad.
+        assert lines[-1].startswith("Error:") and len(lines) <= 3, result.text
+        if secret:
+            assert secret not in result.text, result.text
+    assert as_json(run("bindings", "list", "--all", "--json")) == []
+
+
+def test_pool_exhausted_is_reported(run):
+    run("numbers", "add", "13900000001")
+    run("bind", "ax", "13800000001")
+    result = run("bind", "axn", "13800000002", ok=False)
+    assert "pool_exhausted" in result.text, result.text
+
+
+def test_groups_and_axg_binding(run):
+    run("numbers", "add", "13900000001")
+    assert "created" in run("groups", "create", "vip").output
+    assert "2 added" in run("groups", "add", "vip", "13800000005", "13800000006").output
+    assert "1 removed" in run("groups", "remove", "vip", "13800000006").output
+    assert as_json(run("groups", "list", "--json")) == [
+        {"name": "vip", "members": ["+8613800000005"]}]
+    assert "group_exists" in run("groups", "create", "vip", ok=False).text
+
+    binding = as_json(run("bind", "axg", "13800000001", "--group", "vip", "--default",
+                          "13800000002", "--json"))
+    assert (binding["group"], binding["default_party"]) == ("vip", "+8613800000002")
+    assert "group_in_use" in run("groups", "delete", "vip", ok=False).text
+
+
+def test_softphones_and_ax_binding(run):
+    run("numbers", "add", "13900000001", "13900000002")
+    assert "alice" in run("softphones", "add", "alice", "13800000001").output
+    assert as_json(run("softphones", "list", "--json"))[0]["subscriber"] == "+8613800000001"
+
+    binding = as_json(run("bind", "ax", "13800000001", "--softphone", "alice", "--primary",
+                          "--allow-withheld", "--json"))
+    assert (binding["softphone"], binding["primary"], binding["allow_withheld"]) == (
+        "alice", True, True)
+    assert "softphone_in_use" in run("softphones", "remove", "alice", ok=False).text
+    run("unbind", binding["id"])
+    assert "removed" in run("softphones", "remove", "alice").output
+    assert "not_found" in run("softphones", "remove", "alice", ok=False).text
+
+
+def test_numbers_retire_needs_force_while_in_use(run):
+    run("numbers", "add", "13900000001")
+    run("bind", "axb", "13800000001", "13800000002")
+    assert "number_in_use" in run("numbers", "retire", "13900000001", ok=False).text
+    assert "retired" in run("numbers", "retire", "13900000001", "--force").output
+    assert as_json(run("numbers", "show", "13900000001", "--json"))["state"] == "retired"
+
+
+def test_customers_see_only_their_own_data(run):
+    run("numbers", "add", "13900000001")
+    run("--customer", "shop2", "numbers", "add", "13900000002")
+    assert [n["x"] for n in as_json(run("--customer", "shop2", "numbers", "list",
+                                        "--json"))] == ["+8613900000002"]
+    result = run("--customer", "shop2", "numbers", "show", "13900000001", ok=False)
+    assert "not_found" in result.text, result.text
+
+
+def test_a_disabled_customer_cannot_provision(run):
+    run("numbers", "add", "13900000001")
+    store = Store(run.url)
+    with store.session() as session:
+        set_customer_status(session, "default", "disabled")
+    store.dispose()
+    result = run("bind", "axb", "13800000001", "13800000002", ok=False)
+    assert "customer_disabled" in result.text, result.text
+    assert len(as_json(run("numbers", "list", "--json"))) == 1
