@@ -26,33 +26,44 @@ SCENARIOS = (
 class Harness:
     """The double and a controller connected to it, on the running loop."""
 
-    def __init__(self, store, settings, rest_timeout_s: float = 2.0):
+    def __init__(self, store, settings, rest_timeout_s: float = 2.0, calls=None,
+                 double: AriDouble | None = None):
         from ..calls import CallService
 
         self.settings = copy.deepcopy(settings)
-        self.double = AriDouble(app=self.settings.asterisk.app)
+        self.double = double or AriDouble(app=self.settings.asterisk.app)
         self.store = store
-        self.calls = CallService(store, self.settings, pbx="asterisk",
-                                 node=self.settings.asterisk.node_name)
+        self.calls = calls or CallService(store, self.settings, pbx="asterisk",
+                                          node=self.settings.asterisk.node_name)
         self._rest_timeout_s = rest_timeout_s
         self.controller: AsteriskController | None = None
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Harness:
-        await self.double.start()
+        if not self.double.port:
+            await self.double.start()
+        await self.start_controller()
+        return self
+
+    async def start_controller(self) -> None:
+        """(Re)start the controller: a new process as far as Asterisk can tell."""
         ast = self.settings.asterisk
         ast.url, ast.username, ast.password = (self.double.url, self.double.username,
                                                self.double.password)
         self.controller = AsteriskController(self.settings, self.calls,
                                              backoff=Backoff(first_s=0.05, max_s=0.2),
                                              rest_timeout_s=self._rest_timeout_s)
+        connects = self.double.connects
         self._task = asyncio.create_task(self.controller.run())
-        await self.double.wait_until(lambda: self.double.connected)
-        return self
+        await self.double.wait_until(lambda: self.double.connects > connects)
 
-    async def __aexit__(self, *exc) -> None:
+    async def stop_controller(self) -> None:
+        """Stop the controller as a crash would leave things: calls up, records open."""
         self.controller.stop()
         await asyncio.wait_for(self._task, 10)
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop_controller()
         await self.double.stop()
 
     async def record(self, call_uuid: str, timeout_s: float = 5.0) -> dict:
