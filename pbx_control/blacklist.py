@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from .errors import Conflict, InvalidInput, NotFound
 from .numbers import mask, parse
 from .pool import get_number
+from .storage.db import as_utc
 from .storage.tables import BlacklistEntry
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def entry_dict(entry: BlacklistEntry) -> dict:
         "x": entry.x or None,
         "scope": "x" if entry.x else "customer",
         "reason": entry.reason,
-        "created_at": entry.created_at,
+        "created_at": as_utc(entry.created_at),
     }
 
 
