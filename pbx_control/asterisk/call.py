@@ -80,6 +80,9 @@ class Call:
             if await self._connect(decision):
                 await self._follow(decision)
         except asyncio.CancelledError:
+            # The controller is stopping: leave the call up in Asterisk (its bridge included);
+            # the next controller reconciles it.
+            self.bridge_id = None
             raise
         except Exception:  # noqa: BLE001 - the catch-all of a call task: fail closed
             logger.exception("call %s: controller error; refusing/ending with 503", self.id)
