@@ -14,11 +14,30 @@ from sqlalchemy import func, select
 from pbx_control import bindings, pool
 from pbx_control.bindings import UNSET, BindRequest
 from pbx_control.config import Settings
-from pbx_control.customers import ensure_customer, set_customer_status
+from pbx_control.customers import (
+    create_customer,
+    customer_by_name,
+    ensure_customer,
+    list_customers,
+    set_customer_status,
+)
 from pbx_control.errors import Conflict, InvalidInput, NotFound, PoolExhausted, Unprocessable
-from pbx_control.groups import add_members, create_group
+from pbx_control.groups import (
+    add_members,
+    create_group,
+    delete_group,
+    get_group,
+    group_members,
+    list_groups,
+    remove_members,
+)
 from pbx_control.routing import BindingView, Direction, Mode
-from pbx_control.softphones import add_softphone
+from pbx_control.softphones import (
+    add_softphone,
+    list_softphones,
+    remove_softphone,
+    subscriber_for,
+)
 from pbx_control.storage.tables import Binding, BindingParty, Number
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -456,3 +475,66 @@ def test_parse_expires_refuses_naive_past_and_garbage(text):
     with pytest.raises(InvalidInput) as err:
         bindings.parse_expires(text, NOW)
     assert err.value.field == "expires"
+
+
+# --- what bindings refer to: customers, groups, softphones ---------------------------------
+
+
+def test_customers_are_created_once_and_can_be_disabled(store):
+    with store.session() as s:
+        first = create_customer(s, "shop", NOW)
+        assert ensure_customer(s, "shop", NOW).id == first.id
+        with pytest.raises(Conflict):
+            create_customer(s, "shop", NOW)
+        with pytest.raises(InvalidInput):
+            create_customer(s, "bad name!", NOW)
+        with pytest.raises(NotFound):
+            customer_by_name(s, "nobody")
+        with pytest.raises(InvalidInput):
+            set_customer_status(s, "shop", "paused")
+        assert set_customer_status(s, "shop", "disabled").status == "disabled"
+        assert [c.name for c in list_customers(s)] == ["shop"]
+
+
+def test_groups_hold_parsed_members_per_customer(store, cid):
+    with store.session() as s:
+        group = create_group(s, cid, "vip", NOW)
+        assert add_members(s, cid, "vip", ["13800000001", "+8613800000001", C], NOW) == [A, C]
+        assert add_members(s, cid, "vip", [A], NOW) == []
+        assert remove_members(s, cid, "vip", [C, D]) == [C]
+        assert group_members(s, group.id) == {A}
+        assert [(g.name, m) for g, m in list_groups(s, cid)] == [("vip", {A})]
+        other = ensure_customer(s, "other", NOW).id
+        with pytest.raises(NotFound):
+            get_group(s, other, "vip")
+        with pytest.raises(Conflict):
+            create_group(s, cid, "vip", NOW)
+        with pytest.raises(InvalidInput):
+            add_members(s, cid, "vip", ["garbage"], NOW)
+        with pytest.raises(InvalidInput):
+            add_members(s, cid, "vip", [], NOW)
+        delete_group(s, cid, "vip")
+        assert list_groups(s, cid) == []
+
+
+@pytest.mark.parametrize("username", ["", "a b", "x;rm -rf", "user@domain", "é", "u" * 65])
+def test_softphone_names_that_could_break_a_dial_string_are_refused(store, cid, username):
+    with store.session() as s, pytest.raises(InvalidInput) as err:
+        add_softphone(s, cid, username, A, NOW)
+    assert err.value.field == "softphone"
+
+
+def test_softphones_map_users_to_subscribers(store, cid):
+    with store.session() as s:
+        add_softphone(s, cid, "alice.1", "13800000001", NOW)
+        with pytest.raises(Conflict):
+            add_softphone(s, cid, "alice.1", B, NOW)
+        with pytest.raises(InvalidInput):
+            add_softphone(s, cid, "bob", "12", NOW)
+        assert subscriber_for(s, "alice.1") == (cid, A)
+        assert subscriber_for(s, "nobody") is None
+        assert subscriber_for(s, "bad name") is None
+        assert [p.username for p in list_softphones(s, cid)] == ["alice.1"]
+        remove_softphone(s, cid, "alice.1")
+        with pytest.raises(NotFound):
+            remove_softphone(s, cid, "alice.1")
