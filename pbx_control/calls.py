@@ -127,6 +127,9 @@ class CallService:
         blocked = blacklisted_query(Number.customer_id, caller, x).exists()
         window = now - timedelta(seconds=self._policy.rate_limit_window_s)
         # Counting stops past the limit: a caller hammering X costs no more than one over.
+        # Calls deciding at the same instant see the same count (no lock is taken on the
+        # hot path), so a burst of simultaneous calls can pass the limit by its own size;
+        # the limit is for a caller dialing again and again.
         attempts = (select(CallRecord.id)
                     .where(CallRecord.x == x, CallRecord.caller == caller,
                            CallRecord.started_at > window)

@@ -23,6 +23,7 @@ from typing import TextIO
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
+from .causes import HangupBy, Outcome
 from .errors import InvalidInput, NotFound
 from .numbers import parse
 from .storage.db import as_utc
@@ -113,11 +114,28 @@ def record_event(
 
 
 def _check(kind: str, fields: dict) -> None:
+    """Adapter bugs surface here, by name, rather than as a database error."""
     if kind not in KINDS:
         raise InvalidInput(f"kind: one of {', '.join(KINDS)}", field="kind")
     unknown = set(fields) - FIELDS
     if unknown:
         raise InvalidInput(f"unknown call-event field {sorted(unknown)[0]}", field="fields")
+    for name, value in fields.items():
+        if value is not None and not _valid(name, value):
+            raise InvalidInput(f"call-event field {name}: bad value {str(value)[:20]!r}",
+                               field=name)
+
+
+def _valid(name: str, value) -> bool:
+    if name == "outcome":
+        return value in set(Outcome)
+    if name == "hangup_by":
+        return value in set(HangupBy)
+    if name in ("sip_status", "q850_cause"):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1000
+    if name == "reconciled":
+        return isinstance(value, bool)
+    return isinstance(value, str)
 
 
 def _apply_times(record: CallRecord, kind: str, at: datetime) -> bool:

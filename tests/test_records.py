@@ -154,6 +154,19 @@ def test_call_event_rejects_unknown_kind_field_and_record(store, customer_id):
             records.call_event(session, "0" * 32, "ended", at=T0)
 
 
+@pytest.mark.parametrize("fields", [
+    {"sip_status": "200"}, {"q850_cause": True}, {"outcome": "great"}, {"hangup_by": "god"},
+    {"reconciled": "yes"}, {"recording_path": 7},
+])
+def test_call_event_rejects_bad_field_values_by_name(store, customer_id, fields):
+    with store.session() as session:
+        record = attempt(session, customer_id)
+        with pytest.raises(InvalidInput) as err:
+            records.call_event(session, record.id, "ended", at=T0, **fields)
+        assert err.value.field == next(iter(fields))
+        assert record.ended_at is None
+
+
 def test_call_event_can_correct_the_callee_and_mark_reconciled(store, customer_id):
     with store.session() as session:
         record = attempt(session, customer_id)
