@@ -1,0 +1,101 @@
+"""The core (calls.CallService) as the gevent side calls it: off the hub, under deadlines.
+
+CallService is blocking SQLAlchemy (SQLite or psycopg 3). Run on the hub it would stop every
+call while one transaction waits, and psycopg 3 only cooperates with gevent under
+monkey-patching, which the rest of the process does not need. So each call runs in gevent's
+thread pool and the session waits for it cooperatively, never past its deadline. A decision
+that misses the deadline is answered 503 (Q.850 41) so the carrier can fail over; if it still
+completes later, its record is closed as refused rather than left open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import gevent
+from gevent.threadpool import ThreadPool
+
+from ..causes import UNAVAILABLE, HangupBy, Outcome
+from ..errors import PbxControlError, StorageUnavailable
+from ..numbers import mask
+from .channel import ChannelInfo, Entry
+
+logger = logging.getLogger(__name__)
+
+EVENT_DEADLINE_S = 10.0
+
+
+class Unavailable(Exception):
+    """No decision in time, or storage down: the call is refused with 503."""
+
+
+class CoreClient:
+    """Runs CallService methods in a thread pool; each wait is bounded."""
+
+    def __init__(self, service: Any, decision_deadline_s: float, pool: ThreadPool | None = None):
+        self.service = service
+        self.deadline = decision_deadline_s
+        self.pool = pool or gevent.get_hub().threadpool
+
+    def _run(self, deadline: float, func: Callable, *args, **kwargs):
+        result = self.pool.spawn(func, *args, **kwargs)
+        return result, result.get(timeout=deadline)
+
+    def decide(self, info: ChannelInfo):
+        """Routed(decision, record_id); Unavailable when late or storage is down."""
+        if info.outbound:
+            call = partial(self.service.route_outbound, info.username, info.dialed_raw,
+                           info.uuid)
+        else:
+            call = partial(self.service.route_inbound, info.caller_raw, info.dialed_raw,
+                           info.uuid, trusted=info.entry == Entry.CARRIER)
+        result = self.pool.spawn(call)
+        try:
+            return result.get(timeout=self.deadline)
+        except gevent.Timeout:
+            logger.warning("call %s: no decision within %.2f s", info.uuid, self.deadline)
+            result.rawlink(self._close_late)
+            raise Unavailable("decision deadline") from None
+        except StorageUnavailable:
+            logger.warning("call %s: storage unavailable", info.uuid)
+            raise Unavailable("storage unavailable") from None
+
+    def _close_late(self, result) -> None:
+        # Runs on the hub when the late decision finally returns: its record must not stay
+        # open as if the call had been connected.
+        if not result.successful():
+            return
+        gevent.spawn(self.event, result.value.record_id, "ended", None,
+                     outcome=Outcome.REFUSED.value, hangup_by=HangupBy.CONTROLLER.value,
+                     sip_status=UNAVAILABLE.sip_status, q850_cause=UNAVAILABLE.q850,
+                     pbx_cause="NORMAL_TEMPORARY_FAILURE/41")
+
+    def refuse_unavailable(self, info: ChannelInfo) -> str | None:
+        caller = info.username if info.outbound else info.caller_raw
+        try:
+            _, record_id = self._run(EVENT_DEADLINE_S, self.service.refuse_unavailable,
+                                     caller, info.dialed_raw, info.uuid)
+            return record_id
+        except (gevent.Timeout, PbxControlError) as exc:
+            logger.warning("call %s: 503 refusal not recorded (%s), caller %s", info.uuid,
+                           type(exc).__name__, mask(caller))
+            return None
+
+    def event(self, record_id: str, kind: str, at: datetime | None, **fields) -> bool:
+        """One call event; False (logged) when it could not be stored in time."""
+        try:
+            self._run(EVENT_DEADLINE_S, self.service.call_event, record_id, kind, at=at,
+                      **fields)
+            return True
+        except (gevent.Timeout, PbxControlError) as exc:
+            logger.warning("record %s: %s event not stored (%s)", record_id, kind,
+                           type(exc).__name__)
+            return False
+
+    def open_records(self) -> list:
+        _, records = self._run(EVENT_DEADLINE_S * 3, self.service.open_records)
+        return records

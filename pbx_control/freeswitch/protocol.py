@@ -1,0 +1,217 @@
+"""The event-socket wire format: framing, URL-decoding, and a connection with deadlines.
+
+FreeSWITCH frames every message as a block of ``Name: value`` lines ended by a blank line,
+followed by ``Content-Length`` bytes of body when that header is present. Inside events
+(``text/event-plain``) and in the channel data that answers ``connect`` every value is
+URL-encoded, so a caller's display name can never contain a raw newline on the wire.
+
+Why not greenswitch's parser: ``greenswitch.esl.ESLEvent`` URL-decodes the whole block
+*before* splitting it into lines, so a caller name sent by a trunk as ``x%0Avariable_...: v``
+becomes a header of its own and can overwrite a real one (the channel name or the source
+address the trust rules read). Its reader also decodes line by line as UTF-8 (one bad byte
+kills the connection) and loops forever on a short read at EOF. Here every value is decoded
+only after the line is split, byte limits bound each message, and every read has a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import gevent
+from gevent import socket
+
+logger = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 256 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+# switch_utils.h SWITCH_URL_UNSAFE, plus control and non-ASCII bytes (switch_url_encode).
+_UNSAFE = set(b"\r\n #%&+:;<=>?@[\\]^`{|}\"")
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not the event-socket protocol."""
+
+
+class Gone(Exception):
+    """The peer closed the connection."""
+
+
+class Timeout(Exception):
+    """A wait on the peer passed its deadline."""
+
+
+def url_encode(value: str) -> str:
+    """Encode like FreeSWITCH's switch_url_encode (what the recordings show on the wire)."""
+    out = []
+    for byte in value.encode("utf-8"):
+        if byte < 0x20 or byte > 0x7E or byte in _UNSAFE:
+            out.append(f"%{byte:02X}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def url_decode(value: str) -> str:
+    return unquote(value, encoding="utf-8", errors="replace")
+
+
+def parse_header_lines(block: bytes, decode: bool = True) -> dict[str, str]:
+    """``Name: value`` lines into a dict; values URL-decoded after the split, first one kept."""
+    headers: dict[str, str] = {}
+    text = block.decode("utf-8", errors="replace")
+    for line in text.split("\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(": ")
+        if not sep:
+            name, sep, value = line.partition(":")
+        if not sep or not name or not name.isprintable() or " " in name:
+            raise ProtocolError(f"malformed header line ({len(line)} bytes)")
+        headers.setdefault(name, url_decode(value) if decode else value)
+    return headers
+
+
+@dataclass
+class Message:
+    """One framed message: its outer headers (decoded) and its body."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    @property
+    def reply_text(self) -> str:
+        return self.headers.get("Reply-Text", "").strip()
+
+    @property
+    def is_event(self) -> bool:
+        return self.content_type == "text/event-plain"
+
+    def event(self) -> Event:
+        return parse_event(self.body)
+
+
+@dataclass
+class Event:
+    """A ``text/event-plain`` event: decoded headers and its own body, if any."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return self.headers.get("Event-Name", "")
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+
+def parse_event(body: bytes) -> Event:
+    head, sep, rest = body.partition(b"\n\n")
+    headers = parse_header_lines(head)
+    length = headers.get("Content-Length")
+    inner = b""
+    if length is not None and sep:
+        inner = rest[:_length(length)]
+    return Event(headers, inner)
+
+
+def _length(value: str) -> int:
+    if not value.isdigit() or int(value) > MAX_BODY_BYTES:
+        raise ProtocolError("bad Content-Length")
+    return int(value)
+
+
+@dataclass
+class MessageReader:
+    """Incremental framing: feed bytes as they come, take whole messages out."""
+
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages = []
+        while True:
+            message = self._next()
+            if message is None:
+                return messages
+            messages.append(message)
+
+    def _next(self) -> Message | None:
+        # FreeSWITCH sends bare LF; a stray blank line between messages is skipped.
+        while self._buffer[:1] == b"\n":
+            del self._buffer[:1]
+        end = self._buffer.find(b"\n\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HEADER_BYTES:
+                raise ProtocolError("header block too long")
+            return None
+        headers = parse_header_lines(bytes(self._buffer[:end]))
+        length = _length(headers.get("Content-Length", "0"))
+        if len(self._buffer) < end + 2 + length:
+            return None
+        body = bytes(self._buffer[end + 2:end + 2 + length])
+        del self._buffer[:end + 2 + length]
+        return Message(headers, body)
+
+
+class Connection:
+    """A gevent socket speaking the protocol; every read takes a deadline (monotonic)."""
+
+    def __init__(self, sock: socket.socket, peer: str = "?"):
+        self.sock = sock
+        self.peer = peer
+        self.closed = False
+        self._reader = MessageReader()
+        self._pending: list[Message] = []
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            raise Gone("connection closed")
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.closed = True
+            raise Gone(str(exc)) from exc
+
+    def read(self, deadline: float) -> Message:
+        """The next message, or Timeout at ``deadline``, or Gone when the peer closed."""
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout("no message before the deadline")
+            self._pending.extend(self._reader.feed(self._recv(remaining)))
+        return self._pending.pop(0)
+
+    def _recv(self, timeout: float) -> bytes:
+        if self.closed:
+            raise Gone("connection closed")
+        try:
+            with gevent.Timeout(timeout, Timeout("no data before the deadline")):
+                data = self.sock.recv(65536)
+        except OSError as exc:
+            self.closed = True
+            raise Gone(str(exc)) from exc
+        if not data:
+            self.closed = True
+            raise Gone("peer closed the connection")
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def deadline_in(seconds: float) -> float:
+    return time.monotonic() + seconds

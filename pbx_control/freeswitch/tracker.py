@@ -1,0 +1,67 @@
+"""The calls this controller is following, shared by the outbound sessions and the inbound
+connection that completes a record once its session is gone.
+
+The recordings show that a bridged call outlives its outbound socket (5a-5d): the session
+then never hears how the call ended. Each session registers its channel here once decided;
+while its socket is up the session owns the end, afterwards the inbound connection's
+CHANNEL_HANGUP_COMPLETE does. An end that the inbound side saw while the session was still
+up is kept, so a session whose socket breaks before its own end event can still use it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .protocol import Event
+
+
+@dataclass
+class Tracked:
+    record_id: str
+    answered: bool = False
+    controller_hangup: bool = False
+    session_alive: bool = True
+    ended: bool = False
+    inbound_end: Event | None = None
+
+
+class Tracker:
+    def __init__(self):
+        self._calls: dict[str, Tracked] = {}
+        self._lock = threading.Lock()
+
+    def add(self, uuid: str, record_id: str) -> Tracked:
+        with self._lock:
+            tracked = self._calls[uuid] = Tracked(record_id)
+            return tracked
+
+    def get(self, uuid: str) -> Tracked | None:
+        with self._lock:
+            return self._calls.get(uuid)
+
+    def session_gone(self, uuid: str) -> Tracked | None:
+        """The session closed; returns the entry if the end is still to be recorded."""
+        with self._lock:
+            tracked = self._calls.get(uuid)
+            if tracked is None:
+                return None
+            tracked.session_alive = False
+            if tracked.ended:
+                del self._calls[uuid]
+                return None
+            return tracked
+
+    def claim_end(self, uuid: str) -> Tracked | None:
+        """Whoever claims first records the end; None when it is (being) recorded."""
+        with self._lock:
+            tracked = self._calls.get(uuid)
+            if tracked is None or tracked.ended:
+                return None
+            tracked.ended = True
+            if not tracked.session_alive:
+                del self._calls[uuid]
+            return tracked
+
+    def __len__(self) -> int:
+        return len(self._calls)
