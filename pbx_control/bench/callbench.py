@@ -1,0 +1,226 @@
+"""``scripts/bench_calls``: calls per second, set-up latency and memory of ``pbx-control serve
+freeswitch`` against PostgreSQL, beside the baseline controller, in the same run.
+
+Each run gets a database of its own (created, migrated, seeded with COPY, dropped at the
+end) unless ``--database-url`` names one seeded before with ``scripts/seed_bindings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from . import procs, seed
+from .loadgen import Stage, format_table, now_utc, rss_by_minute, run_stage, stage_row
+from .peer import Cases, PeerConfig
+from .workload import Workload, call_mix
+
+logger = logging.getLogger(__name__)
+
+BASELINE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "baseline_controller"
+OURS, BASELINE = "pbx-control", "baseline"
+# What the committed dialplan (freeswitch-conf/dialplan/from-carrier.xml) sets before socket.
+DIALPLAN_VARIABLES = {"pbx_control_entry": "carrier"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench_calls", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bindings", type=int, default=1_000_000, help="AXB bindings (1000000)")
+    p.add_argument("--numbers", type=int, default=10_000, help="pool numbers X (10000)")
+    p.add_argument("--rate", type=float, default=300.0, help="offered calls/s (300)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds at --rate (60)")
+    p.add_argument("--hold", type=float, default=2.0, help="seconds each call is held (2)")
+    p.add_argument("--bound-share", type=float, default=0.8,
+                   help="share of calls from a bound party; the rest are strangers (0.8)")
+    p.add_argument("--ramp", action="store_true",
+                   help="ramp the offered rate for both controllers instead of one --rate")
+    p.add_argument("--ramp-start", type=float, default=50.0)
+    p.add_argument("--ramp-step", type=float, default=50.0)
+    p.add_argument("--ramp-max", type=float, default=1000.0)
+    p.add_argument("--stage-seconds", type=float, default=15.0, help="length of a ramp stage")
+    p.add_argument("--no-baseline", action="store_true", help="measure pbx-control only")
+    p.add_argument("--database-url", help="an already seeded database (seed_bindings)")
+    p.add_argument("--admin-url", default=seed.DEFAULT_ADMIN_URL,
+                   help="PostgreSQL server where the run's own database is created")
+    p.add_argument("--keep-database", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--freshness", action="store_true",
+                   help="measure how soon bind, unbind and expiry decide calls on two "
+                        "controllers, instead of the load run")
+    p.add_argument("--trials", type=int, default=20, help="freshness trials per change (20)")
+    return p
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    workdir: Path
+    database_url: str
+    created_database: bool
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    procs.raise_open_files_limit()
+    run = _prepare(args)
+    try:
+        if args.freshness:
+            from .freshness import run_freshness
+
+            return run_freshness(run)
+        return _load_run(run)
+    finally:
+        if run.created_database and not args.keep_database:
+            seed.drop_database(args.admin_url, run.database_url)
+            logger.info("database dropped")
+
+
+def _prepare(args) -> Run:
+    workdir = Path(tempfile.mkdtemp(prefix="bench_calls_"))
+    logger.info("logs and settings in %s", workdir)
+    if args.database_url:
+        _check_seeded(args.database_url, Workload(args.bindings, args.numbers))
+        return Run(args, workdir, args.database_url, False)
+
+    url = seed.create_database(args.admin_url)
+    result = seed.seed(url, Workload(args.bindings, args.numbers))
+    logger.info("seeded %d bindings on %d numbers in %.1f s", result.bindings, result.numbers,
+                result.seconds)
+    return Run(args, workdir, url, True)
+
+
+def _check_seeded(url: str, workload: Workload) -> None:
+    with psycopg.connect(seed.libpq_url(url)) as conn:
+        numbers = conn.execute("SELECT count(*) FROM numbers").fetchone()[0]
+        active = conn.execute("SELECT count(*) FROM bindings WHERE ended_at IS NULL").fetchone()[0]
+    if numbers < workload.numbers or active < workload.bindings:
+        raise SystemExit(f"{url}: {numbers} numbers and {active} active bindings, fewer than "
+                         f"--numbers {workload.numbers} --bindings {workload.bindings}")
+
+
+def start_controller(run: Run, name: str = OURS, node: str = "bench") -> procs.Child:
+    port = procs.free_port()
+    config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
+                                           port, procs.free_port(), node=node)
+    argv = procs.controller_argv(config, port)
+    return procs.Child(name, argv, port, run.workdir / f"{name}.log").start()
+
+
+def start_baseline(run: Run) -> procs.Child:
+    port = procs.free_port()
+    argv = [sys.executable, str(BASELINE_SCRIPT), "--port", str(port)]
+    return procs.Child(BASELINE, argv, port, run.workdir / f"{BASELINE}.log").start()
+
+
+def _load_run(run: Run) -> int:
+    args = run.args
+    children = {OURS: start_controller(run)}
+    if not args.no_baseline:
+        children[BASELINE] = start_baseline(run)
+    try:
+        stages = asyncio.run(_stages(run, children))
+    finally:
+        for child in children.values():
+            child.stop()
+    _report(run, stages, children)
+    return 0
+
+
+async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
+    args = run.args
+    cases = Cases.load(DIALPLAN_VARIABLES)
+    calls = call_mix(Workload(args.bindings, args.numbers), args.bound_share)
+    serial = 0
+
+    async def stage(name: str, rate: float, seconds: float) -> Stage:
+        nonlocal serial
+        child = children[name]
+        config = PeerConfig("127.0.0.1", child.port, hold_s=args.hold,
+                            check_routing=name == OURS)
+        result = await run_stage(name, calls, cases, config, rate, seconds, child.sample,
+                                 first_serial=serial)
+        serial += result.calls
+        logger.info("%s at %g/s: %s", name, rate, stage_row(result))
+        return result
+
+    if not args.ramp:
+        stages = [await stage(OURS, args.rate, args.duration)]
+        if BASELINE in children:
+            stages.append(await stage(BASELINE, args.rate, args.duration))
+        return stages
+    return await _ramp(args, list(children), stage)
+
+
+async def _ramp(args, names: list[str], stage) -> list[Stage]:
+    """Both controllers at each rate in turn, each until its first stage with a failure."""
+    stages, failed = [], set()
+    rate = args.ramp_start
+    while rate <= args.ramp_max and len(failed) < len(names):
+        for name in names:
+            if name not in failed:
+                result = await stage(name, rate, args.stage_seconds)
+                stages.append(result)
+                if not result.clean:
+                    failed.add(name)
+        rate += args.ramp_step
+    return stages
+
+
+def highest_clean(stages: list[Stage], name: str) -> float | None:
+    rates = [s.rate for s in stages if s.label == name and s.clean]
+    return max(rates) if rates else None
+
+
+def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> None:
+    args = run.args
+    print(f"\nbench_calls, {now_utc()}")
+    print(f"machine: {procs.machine_summary(run.database_url)}")
+    print(f"workload: {args.bindings} AXB bindings on {args.numbers} numbers, "
+          f"{args.bound_share:.0%} of calls from a bound party, hold {args.hold:g} s, "
+          f"failed = no right bridge or refusal within 1 s\n")
+    print(format_table([stage_row(s) for s in stages]))
+    summary = _summary(stages, children)
+    for line in summary["lines"]:
+        print(line)
+    print(f"\nlogs: {run.workdir}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "stages": [stage_row(s) for s in stages],
+                                         "summary": summary["figures"]}, indent=2))
+
+
+def _summary(stages: list[Stage], children: dict[str, procs.Child]) -> dict:
+    lines, figures = [], {}
+    ours = highest_clean(stages, OURS)
+    figures["ours_highest_clean"] = ours
+    lines.append(f"\n{OURS}: highest offered rate with no failed call: {ours or 'none'}")
+    if BASELINE in children:
+        base = highest_clean(stages, BASELINE)
+        figures["baseline_highest_clean"] = base
+        lines.append(f"{BASELINE}: highest offered rate with no failed call: {base or 'none'}")
+        if ours and base:
+            figures["ratio"] = ours / base
+            lines.append(f"ratio {OURS} / {BASELINE}: {ours / base:.2f}")
+    for stage in (s for s in stages if s.label == OURS and s.rss_kb):
+        minutes = rss_by_minute(stage)
+        if len(minutes) > 1:
+            lines.append(f"{OURS} RSS by minute at {stage.rate:g}/s (MB): "
+                         + " ".join(map(str, minutes)))
+            figures.setdefault("rss_by_minute", {})[str(stage.rate)] = minutes
+    decided = [s for s in stages if s.label == OURS]
+    if decided:
+        lines.append(f"{OURS} decisions: " + ", ".join(
+            f"{k} {v}" for k, v in sum((s.decisions() for s in decided), Counter()).items()))
+        lines.append(f"{OURS} sessions ended by: " + ", ".join(
+            f"{k} {v}" for k, v in sum((s.ended_by() for s in decided), Counter()).items()))
+    return {"lines": lines, "figures": figures}
