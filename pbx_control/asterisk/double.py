@@ -159,10 +159,11 @@ class AriDouble:
         if chan.is_far and chan.state != "Up":
             raise ValueError("a far party that has not answered answers 4xx: use far behaviour")
         if chan.state == "Up":
-            # W2v (caller) and case7 (far leg): a request without cause, then cause 16.
+            # W2v (caller): a request without cause, then a soft one with cause 16 after
+            # StasisEnd; case7 (far leg): only the first.
             self.emit("ChannelHangupRequest", chan)
             self._leave_bridge(chan)
-            self._end(chan, cause=16, destroyed=True)
+            self._end(chan, cause=16, destroyed=True, soft_request=not chan.is_far)
         else:
             # case4: CANCEL gives cause 127 with tech_cause 487, then StasisEnd.
             self.caller_results[chan.id] = {"status": 487, "q850": 127}
@@ -296,11 +297,14 @@ class AriDouble:
         chan.bridge = None
         self.emit("ChannelLeftBridge", chan, bridge=bridge.json())
 
-    def _end(self, chan: Chan, cause: int, destroyed: bool, tech_cause: int | None = None) -> None:
+    def _end(self, chan: Chan, cause: int, destroyed: bool, tech_cause: int | None = None,
+             soft_request: bool = False) -> None:
         """The channel leaves Stasis and, where the recordings show it, is destroyed."""
         self.channels.pop(chan.id, None)
         if chan.in_stasis:
             self.emit("StasisEnd", chan)
+        if soft_request:
+            self.emit("ChannelHangupRequest", chan, cause=cause, soft=True)
         if destroyed:
             extra = {"tech_cause": tech_cause} if tech_cause else {}
             self.emit("ChannelDestroyed", chan, cause=cause, cause_txt=_CAUSE_TXT.get(cause, ""),
