@@ -244,34 +244,38 @@ class CallService:
     # -- failures, events, reconciliation --------------------------------------------------
 
     def refuse_unavailable(self, caller_raw: str | None, dialed_raw: str | None,
-                           call_uuid: str | None) -> str | None:
+                           call_uuid: str | None, *, outbound: bool = False) -> str | None:
         """Record a 503 refusal (reason ``unavailable``); best effort, never raises.
 
         Called when no decision came in time or storage failed: the adapter refuses the call
-        either way, and a record is written if storage lets us.
+        either way, and a record is written if storage lets us. ``outbound=True``: a
+        softphone's own call, ``caller_raw`` its user name and ``dialed_raw`` the target.
         """
         try:
-            return self._record_unavailable(caller_raw, dialed_raw, call_uuid)
+            return self._record_unavailable(caller_raw, dialed_raw, call_uuid, outbound)
         except Exception as exc:  # noqa: BLE001 - best effort by contract; the call is refused
             logger.warning("call %s: refusal not recorded (%s)", call_uuid,
                            type(exc).__name__)
             return None
 
-    def _record_unavailable(self, caller_raw, dialed_raw, call_uuid) -> str:
+    def _record_unavailable(self, caller_raw, dialed_raw, call_uuid, outbound) -> str:
         now = self._clock()
-        x = self._parse_x(dialed_raw)
-        caller = numbers.parse_caller(caller_raw, self._region)
-
         with self._transaction() as session:
-            customer_id = None
-            if x is not None:
-                customer_id = session.scalar(select(Number.customer_id)
-                                             .where(Number.e164 == x))
+            if outbound:
+                found = subscriber_for(session, caller_raw)
+                customer_id, caller = found if found else (None, caller_raw)
+                x, callee = None, self._parse_target(dialed_raw) or dialed_raw
+            else:
+                x, callee = self._parse_x(dialed_raw), None
+                caller = numbers.parse_caller(caller_raw, self._region) or caller_raw
+                customer_id = x and session.scalar(select(Number.customer_id)
+                                                   .where(Number.e164 == x))
             record = records.new_attempt(
                 session, customer_id=customer_id, binding_id=None, out_id=None,
-                direction="inbound", x=x, caller=caller or caller_raw, callee=None,
-                decision="refuse", reason=routing.Reason.UNAVAILABLE.value, pbx=self.pbx,
-                node=self.node, call_uuid=call_uuid, started_at=now, flush=False)
+                direction="outbound" if outbound else "inbound", x=x, caller=caller,
+                callee=callee, decision="refuse", reason=routing.Reason.UNAVAILABLE.value,
+                pbx=self.pbx, node=self.node, call_uuid=call_uuid, started_at=now,
+                flush=False)
             self._refused(session, record, routing.Reason.UNAVAILABLE, now)
         return record.id
 

@@ -260,6 +260,14 @@ def test_unavailable_refusal_is_recorded_as_503(store, service, world):
     assert [e.kind for e in events_of(store, record_id)] == ["refused"]
 
 
+def test_unavailable_refusal_of_a_softphone_call_is_outbound(store, service, world):
+    record = record_of(store, service.refuse_unavailable("alice", "13900000002", None,
+                                                         outbound=True))
+    assert (record.direction, record.caller, record.callee, record.x) == ("outbound", A, B,
+                                                                          None)
+    assert record.customer_id == world["customer_id"] and record.sip_status == 503
+
+
 @pytest.fixture
 def broken_service(tmp_path, settings, clock):
     store = Store(f"sqlite:///{tmp_path}/missing/dir/db.sqlite")
