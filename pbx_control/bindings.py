@@ -26,7 +26,7 @@ from .binding_rules import (
     plan_parties_update,
 )
 from .errors import Conflict, InvalidInput, NotFound, Unprocessable
-from .numbers import mask
+from .numbers import mask, parse
 from .pool import allocate, get_number, refresh_cooling
 from .routing import DEDICATED_MODES, BindingView, Direction, Mode, NumberState
 from .storage.db import as_utc
@@ -119,7 +119,8 @@ def _bind_on_x(session, customer_id, plan: BindPlan, now, settings) -> Binding:
     refresh_cooling(session, now, customer_id)
     number = get_number(session, customer_id, plan.x, lock=True)
     _check_state(number, plan.mode, now)
-    _close_expired_on(session, number, plan, now, settings)
+    _close_expired_on(session, number, plan.party_numbers, now, settings,
+                      dedicated=plan.mode in DEDICATED_MODES)
     _check_usage(number, plan.mode, settings)
 
     if _held(session, number.e164, plan.party_numbers):
@@ -197,14 +198,15 @@ def _held(session, x: str, parties, exclude_binding: str | None = None) -> list[
     return list(session.scalars(query))
 
 
-def _close_expired_on(session, number: Number, plan_or_parties, now, settings) -> None:
+def _close_expired_on(session, number: Number, parties, now, settings,
+                      dedicated: bool = False) -> None:
     """End the expired, not yet swept bindings that stand in the way of this one.
 
-    Routing already ignores them; ending them here lets the new pair take their place in the
-    same transaction instead of waiting for the sweeper. The X row is locked by the caller.
+    Those holding one of ``parties`` on X, or any on X when a dedicated binding wants the
+    whole number. Routing already ignores them; ending them here lets the new binding take
+    their place in the same transaction instead of waiting for the sweeper. The X row is
+    locked by the caller.
     """
-    parties = getattr(plan_or_parties, "party_numbers", plan_or_parties)
-    dedicated = getattr(plan_or_parties, "mode", Mode.AXB) in DEDICATED_MODES
     colliding = select(BindingParty.binding_id).where(
         BindingParty.x == number.e164, BindingParty.party.in_(list(parties)),
         BindingParty.active.is_(True))
@@ -397,8 +399,6 @@ def find_bindings(
     after: str | None = None, region: str = "CN",
 ) -> list[Binding]:
     """The customer's bindings by X, by party (A, B) or by out_id, in id (creation) order."""
-    from .numbers import parse
-
     query = select(Binding).where(Binding.customer_id == customer_id)
     if x is not None:
         query = query.where(Binding.x == parse(x, "x", region))

@@ -38,7 +38,12 @@ def add_numbers(
     city: str | None = None, voice: bool = True, sms: bool = True, now: datetime,
     region: str = "CN",
 ) -> AddResult:
-    """Import numbers into the customer's pool; all are parsed before any is written."""
+    """Import numbers into the customer's pool; all are parsed before any is written.
+
+    A number already in the pool is reported as existing and left as it is, a retired one
+    included: bringing a retired number back is not done here (its old callers may still
+    dial it, so it needs a deliberate decision this module does not offer yet).
+    """
     wanted = list(dict.fromkeys(parse(n, "number", region) for n in numbers))
     if not carrier or len(carrier) > 64 or (city is not None and len(city) > 64):
         raise InvalidInput("carrier and city: 1-64 characters", field="carrier")
@@ -165,6 +170,10 @@ def allocate(
     One indexed query (two when a city falls back to any city). On PostgreSQL the row is
     locked with SKIP LOCKED, so concurrent binds spread over the pool instead of queueing on
     the same least-used number; the unique pair index stays the last word.
+
+    Known shortcoming: a number locked by a concurrent bind is skipped, so when it is the
+    only one that fits, this bind says pool exhausted although the other may yet fail.
+    Accepted: waiting would serialise every bind of a customer on its least-used number.
     """
     refresh_cooling(session, now, customer_id)
     query = _candidates(customer_id, parties, Mode(mode), now, settings, exclude)
