@@ -7,13 +7,17 @@ migrated with ``pbx-control db upgrade``; the output is in every assertion messa
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 
 from pbx_control.cli.main import cli
 from pbx_control.customers import set_customer_status
 from pbx_control.storage import Store
+from pbx_control.storage.db import utcnow
+from pbx_control.storage.tables import Binding
 
 
 @pytest.fixture
@@ -59,6 +63,7 @@ COMMANDS = [
     ["numbers", "list"], ["numbers", "show"], ["numbers", "retire"], ["numbers", "counts"],
     ["bind"], ["bind", "axb"], ["bind", "ax"], ["bind", "axn"], ["bind", "axg"], ["unbind"],
     ["bindings"], ["bindings", "list"], ["bindings", "show"], ["bindings", "update"],
+    ["bindings", "sweep"],
     ["groups"], ["groups", "create"], ["groups", "add"], ["groups", "remove"],
     ["groups", "list"], ["softphones"], ["softphones", "add"], ["softphones", "remove"],
     ["softphones", "list"],
@@ -153,6 +158,19 @@ def test_bind_axb_then_show_list_update_and_unbind(run):
     assert "already_ended" in again.text, again.text
     assert as_json(run("bindings", "list", "--json")) == []
     assert len(as_json(run("bindings", "list", "--all", "--json"))) == 1
+
+
+def test_sweep_ends_only_expired_bindings(run):
+    run("numbers", "add", "13900000001")
+    run("bind", "axb", "13800000001", "13800000002", "--expires", "1h")
+    assert "ended 0" in run("bindings", "sweep").output
+    store = Store(run.url)
+    with store.session() as session:
+        session.execute(update(Binding).values(expires_at=utcnow() - timedelta(seconds=1)))
+    store.dispose()
+    assert "ended 1" in run("bindings", "sweep").output
+    ended = as_json(run("bindings", "list", "--all", "--json"))
+    assert [b["end_reason"] for b in ended] == ["expired"]
 
 
 def test_bind_errors_are_one_line_and_masked(run):

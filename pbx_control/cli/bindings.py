@@ -214,3 +214,15 @@ def bindings_update(app: AppContext, binding_id, expires, a, b, default_party, a
                                          region=app.settings.default_region, **changes)
         data = service.binding_dict(binding, _group_name(session, binding.group_id))
     _show(data, as_json)
+
+
+@bindings.command("sweep")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True,
+              help="End at most this many bindings in one transaction.")
+@pass_app
+@user_errors
+def bindings_sweep(app: AppContext, limit):
+    """End the bindings whose expiry has passed (for cron; routing ignores them already)."""
+    with app.store.session() as session:
+        ended = service.sweep_expired(session, utcnow(), limit=limit, settings=app.settings)
+    click.echo(f"ended {ended} expired bindings")
