@@ -316,3 +316,17 @@ def test_health_reports_the_connection_and_reconnects_after_asterisk_drops_it():
     assert first["connected"] and first["connects"] == 1
     assert not down["connected"]
     assert again["connected"] and again["connects"] >= 2
+
+
+def test_asterisk_ends_the_call_at_the_binding_maximum_and_the_record_says_pbx():
+    """Not recorded: the double hangs up on TIMEOUT(absolute) as the Asterisk docs describe."""
+    calls = FakeCalls(connect(max_call_s=1))
+
+    async def scenario():
+        async with Harness(None, settings(), calls=calls) as h:
+            await h.answered_call(A, X)
+            return await wait_ended(calls)
+
+    ended = run(scenario())
+    assert ended["outcome"] == "answered" and ended["hangup_by"] == "pbx"
+    assert ended["sip_status"] == 200

@@ -64,6 +64,8 @@ class Call:
         self._far_created = False
         self._started = time.monotonic()
         self._far_created_at: float | None = None
+        self._answered_at: float | None = None
+        self._limit_s = 0
         self._far_cause: tuple[int | None, int | None] = (None, None)
         self._recording: str | None = None
 
@@ -256,6 +258,8 @@ class Call:
         if self.answered:
             return
         self.answered = True
+        self._answered_at = time.monotonic()
+        self._limit_s = self._max_call_s(decision)
         await self._client.answer(self.id)
         await self._event("answered")
         limit = str(self._max_call_s(decision))
@@ -279,17 +283,27 @@ class Call:
         cause = event.get("cause")
         raw = _raw_cause(cause, event.get("tech_cause"))
         if self.answered:
-            return End(Outcome.ANSWERED, HangupBy.CALLER, 200, 16, raw)
+            return End(Outcome.ANSWERED, self._answered_end_by(HangupBy.CALLER), 200, 16, raw)
         return End(Outcome.CANCELLED, HangupBy.CALLER, 487, None, raw)
 
     def _far_gone(self) -> End:
         cause, tech = self._far_cause
         raw = _raw_cause(cause, tech)
         if self.answered:
-            return End(Outcome.ANSWERED, HangupBy.CALLEE, 200, 16, raw)
+            return End(Outcome.ANSWERED, self._answered_end_by(HangupBy.CALLEE), 200, 16, raw)
         outcome, status = causes.classify_unanswered(cause, cancelled_by_caller=False)
-        by = HangupBy.PBX if outcome == Outcome.NO_ANSWER else HangupBy.CALLEE
+        # As the FreeSWITCH controller records it: busy is the callee's doing; a ring timeout
+        # or a failed route is the PBX's.
+        by = HangupBy.CALLEE if outcome == Outcome.BUSY else HangupBy.PBX
         return End(outcome, by, status, cause, raw)
+
+    def _answered_end_by(self, side: HangupBy) -> HangupBy:
+        """Asterisk's TIMEOUT(absolute) hang-up looks like any other in ARI (not recorded);
+        an end at the limit is taken as the PBX's, as FreeSWITCH's ALLOTTED_TIMEOUT is."""
+        limit = self._limit_s
+        if limit and self._answered_at and time.monotonic() - self._answered_at >= limit - 1:
+            return HangupBy.PBX
+        return side
 
     async def _on_reconciled(self, alive: set[str], listed_at: float) -> End | None:
         """Events of the gap are lost (case5a): judge from which legs still exist. A leg

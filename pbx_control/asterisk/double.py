@@ -325,6 +325,20 @@ class AriDouble:
         # (case4, case10) and an answered caller (W2v) do.
         self._end(chan, cause=16, destroyed=chan.is_far or chan.state == "Up")
 
+    async def absolute_timeout(self, chan: Chan, value: str) -> None:
+        """Not recorded: ``TIMEOUT(absolute)`` per the Asterisk docs hangs the channel up
+        that many seconds after it is set (a later set replaces it; 0 clears it)."""
+        chan.timeout_generation += 1
+        generation = chan.timeout_generation
+        seconds = float(value) if value.replace(".", "", 1).isdigit() else 0.0
+        if seconds <= 0:
+            return
+        await asyncio.sleep(seconds)
+        if self.channels.get(chan.id) is chan and chan.timeout_generation == generation:
+            self.emit("ChannelHangupRequest", chan)
+            self._leave_bridge(chan)
+            self._end(chan, cause=16, destroyed=True)
+
     async def run_far(self, chan: Chan, timeout_s: float) -> None:
         """The far party's answer to the dial, per its configured behaviour."""
         party = self.far.get(chan.number, self.default_far)

@@ -38,6 +38,7 @@ class Chan:
     endpoint: str = ""
     app_args: str = ""
     dialled: bool = False
+    timeout_generation: int = 0
     created: str = field(default_factory=_stamp)
 
     @property

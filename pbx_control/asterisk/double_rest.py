@@ -62,6 +62,8 @@ def set_variable(ari, params, body, channel_id):
     if not params.get("variable"):
         raise RestError(400, "Variable name is required")
     chan.variables[params["variable"]] = params.get("value", "")
+    if params["variable"] == "TIMEOUT(absolute)":
+        ari.spawn(ari.absolute_timeout(chan, params.get("value", "")))
     return 204, None
 
 
