@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .. import config
-from ..errors import PbxControlError
+from ..errors import PbxControlError, StorageUnavailable
 from ..storage import Store
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,10 @@ def user_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except StorageUnavailable as exc:
+            raise click.ClickException(
+                f"{exc.code}: {exc.message} (is the database up, and migrated with "
+                "'pbx-control db upgrade'?)") from None
         except PbxControlError as exc:
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
         except config.ConfigError as exc:
