@@ -67,7 +67,7 @@ class CoreClient:
     def _close_late(self, result) -> None:
         # Runs on the hub when the late decision finally returns: its record must not stay
         # open as if the call had been connected.
-        if not result.successful():
+        if not result.successful() or result.value.record_id is None:
             return
         gevent.spawn(self.event, result.value.record_id, "ended", None,
                      outcome=Outcome.REFUSED.value, hangup_by=HangupBy.CONTROLLER.value,
@@ -78,7 +78,8 @@ class CoreClient:
         caller = info.username if info.outbound else info.caller_raw
         try:
             _, record_id = self._run(EVENT_DEADLINE_S, self.service.refuse_unavailable,
-                                     caller, info.dialed_raw, info.uuid)
+                                     caller, info.dialed_raw, info.uuid,
+                                     outbound=info.outbound)
             return record_id
         except (gevent.Timeout, PbxControlError) as exc:
             logger.warning("call %s: 503 refusal not recorded (%s), caller %s", info.uuid,

@@ -138,14 +138,18 @@ class Channel:
             (rec.RECORDED_DIALED, self.dialed),
             ("127.0.0.1:8084 async full", "127.0.0.1:8084 async"),
         ]
+        # Two passes through placeholders: a new value may contain a recorded one
+        # (B calling has B's number, which is the recorded dialed number).
+        marks = [(old, f"\x00{i}\x00", new) for i, (old, new) in enumerate(swaps)]
         out = []
         for key, value in pairs:
             if key == "Core-UUID":
                 out.append((key, self.core_uuid))
                 continue
-            for old, new in swaps:
-                if old in value:
-                    value = value.replace(old, new)
+            for old, mark, _ in marks:
+                value = value.replace(old, mark)
+            for _, mark, new in marks:
+                value = value.replace(mark, new)
             if self.caller.entry == "softphone":
                 value = _swap_user(value, self.caller.user)
             out.append((key, self._other_uuids(key, value)))

@@ -92,7 +92,8 @@ class CallSession:
 
     def _act(self, routed) -> None:
         self.record_id = routed.record_id
-        self.tracked = self.tracker.add(self.uuid, routed.record_id)
+        if routed.record_id is not None:
+            self.tracked = self.tracker.add(self.uuid, routed.record_id)
         decision = routed.decision
         if isinstance(decision, Connect):
             try:
@@ -219,7 +220,7 @@ class CallSession:
             self.answered = True
             if self.tracked:
                 self.tracked.answered = True
-            self._report("answered", event_time(event))
+            self._report("answered", event_time(event, "Caller-Channel-Answered-Time"))
 
     def _report(self, kind: str, at, **fields) -> None:
         if self.record_id:
