@@ -339,3 +339,19 @@ def test_a_customer_over_its_rate_limit_gets_429_with_retry_after(pg_store, sett
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     problem(answers[-1], 429, "rate_limited")
     assert int(answers[-1].headers["Retry-After"]) >= 1
+
+
+def test_a_body_over_the_limit_is_413_and_binds_nothing(pg_store, client):
+    huge = b'{"mode": "axb", "a": "' + b"1" * (1024 * 1024 + 10) + b'"}'
+    problem(client.post("/v1/bindings", content=huge,
+                        headers={"Content-Type": "application/json"}), 413, "too_large")
+
+    def chunks():
+        yield b'{"mode": "axb", "a": "'
+        for _ in range(20):
+            yield b"1" * 65536
+        yield b'"}'
+
+    problem(client.post("/v1/bindings", content=chunks(),
+                        headers={"Content-Type": "application/json"}), 413, "too_large")
+    assert rows(pg_store) == (0, 0, 0)

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..storage import Store
 from ..storage.db import utcnow
 from . import openapi, problems, routes_account, routes_bindings, routes_calls, routes_pool
+from .bodylimit import BodyLimit
 from .deps import Services
 from .ratelimit import RateLimiter
 from .targets import Resolver, system_resolver
@@ -39,6 +40,7 @@ def create_app(store: Store | None, settings: Settings, *,
     app.state.services = Services(store, settings, clock, limiter, resolver)
 
     problems.install(app)
+    app.add_middleware(BodyLimit)
     for module in (routes_bindings, routes_pool, routes_calls, routes_account):
         app.include_router(module.router)
     openapi.install(app)

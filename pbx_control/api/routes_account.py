@@ -69,9 +69,9 @@ def webhook_set(body: WebhookBody, who: Caller = Depends(caller),
                 svc: Services = Depends(services)) -> dict:
     """Set the URL call events are POSTed to. The signing secret is in the answer only when
     it is created (first PUT) or rotated (``rotate_secret``): keep it then."""
-    policy = WebhookPolicy(svc.settings.api, svc.resolver)
+    checked = WebhookPolicy(svc.settings.api, svc.resolver).check(body.url)
     with svc.transaction() as session:
-        url, secret = set_webhook(session, _customer(session, who), body.url, policy,
+        url, secret = set_webhook(session, _customer(session, who), checked,
                                   rotate_secret=body.rotate_secret)
     return {"url": url, "secret": secret}
 

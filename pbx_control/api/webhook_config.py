@@ -13,16 +13,15 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound
 from ..storage.tables import Customer
 from .signing import new_secret
-from .targets import WebhookPolicy
+from .targets import Target
 
 logger = logging.getLogger(__name__)
 
 
-def set_webhook(session: Session, customer: Customer, url: str, policy: WebhookPolicy, *,
+def set_webhook(session: Session, customer: Customer, checked: Target, *,
                 rotate_secret: bool = False) -> tuple[str, str | None]:
-    """Store ``url`` after the SSRF check; returns it and the new secret, if one was made."""
-    checked = policy.check(url)
-
+    """Store a URL that passed ``WebhookPolicy.check`` (run it before the transaction: it
+    resolves the host name); returns the URL and the new secret, if one was made."""
     secret = None
     if customer.webhook_secret is None or rotate_secret:
         secret = new_secret()

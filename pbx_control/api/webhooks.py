@@ -26,6 +26,7 @@ from sqlalchemy import or_, select
 
 from .. import __version__
 from ..config import Settings
+from ..errors import StorageUnavailable
 from ..storage import Store
 from ..storage.db import as_utc, utcnow
 from ..storage.tables import CallEvent, Customer
@@ -48,6 +49,7 @@ def backoff_s(attempts: int) -> int:
 @dataclass(frozen=True)
 class Delivery:
     row_id: int
+    customer_id: int
     event_id: str
     kind: str
     at: datetime
@@ -85,6 +87,9 @@ class WebhookPusher:
             while not stop.is_set():
                 try:
                     done = await self.run_once(client)
+                except StorageUnavailable:
+                    logger.warning("webhook pusher: database unavailable; retrying")
+                    done = 0
                 except Exception:
                     logger.exception("webhook pusher: pass failed; retrying")
                     done = 0
@@ -115,10 +120,18 @@ class WebhookPusher:
         return await self._deliver_all(client, deliveries)
 
     async def _deliver_all(self, client, deliveries: list[Delivery]) -> int:
+        # Customers in parallel, so one slow receiver does not hold up the others; each
+        # customer's events one after the other, in the order they happened.
+        queues: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            queues.setdefault(delivery.customer_id, []).append(delivery)
+        await asyncio.gather(*(self._deliver_in_order(client, q) for q in queues.values()))
+        return len(deliveries)
+
+    async def _deliver_in_order(self, client, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
             error = await self._deliver(client, delivery)
             await asyncio.to_thread(self._finish, delivery, error, self.clock())
-        return len(deliveries)
 
     def _claim(self, now: datetime) -> list[Delivery]:
         with self.store.session() as session:
@@ -139,16 +152,20 @@ class WebhookPusher:
             return None
 
         event.next_attempt_at = now + timedelta(seconds=self.lease_s)
-        return Delivery(event.id, event.event_id, event.kind, event.at, event.payload,
-                        customer.webhook_url, customer.webhook_secret, event.attempts + 1)
+        return Delivery(event.id, customer.id, event.event_id, event.kind, event.at,
+                        event.payload, customer.webhook_url, customer.webhook_secret,
+                        event.attempts + 1)
 
     async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> str | None:
         """POST one event; None when the receiver took it, else why not."""
         try:
-            target = await asyncio.to_thread(self.policy.check, delivery.url)
+            target = await asyncio.wait_for(
+                asyncio.to_thread(self.policy.check, delivery.url), self.timeout_s)
         except WebhookRefused as exc:
             logger.warning("event %s: webhook refused: %s", delivery.event_id, exc.message)
             return f"refused: {exc.message}"
+        except TimeoutError:
+            return "refused: the host name did not resolve in time"
 
         body = delivery.body()
         timestamp = str(int(self.clock().timestamp()))
@@ -157,8 +174,13 @@ class WebhookPusher:
                 delivery, target.host_header(), timestamp, body),
             extensions={"sni_hostname": target.host} if target.url.scheme == "https" else {})
         try:
-            response = await client.send(request)
+            # httpx's timeout bounds each read; this bounds the whole exchange, so a receiver
+            # trickling bytes cannot hold the event past its lease.
+            response = await asyncio.wait_for(client.send(request), self.timeout_s)
             await response.aclose()
+        except TimeoutError:
+            logger.warning("event %s: receiver too slow", delivery.event_id)
+            return f"timeout after {self.timeout_s:g} s"
         except httpx.HTTPError as exc:
             logger.warning("event %s: delivery failed: %s", delivery.event_id,
                            type(exc).__name__)

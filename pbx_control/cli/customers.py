@@ -95,11 +95,10 @@ def webhook():
 @user_errors
 def webhook_set(app: AppContext, name: str, url: str, rotate_secret: bool):
     """Set NAME's webhook URL; prints the signing secret when it is created or rotated."""
-    policy = WebhookPolicy(app.settings.api)
+    checked = WebhookPolicy(app.settings.api).check(url)
     with app.store.session() as session:
         customer = service.customer_by_name(session, name)
-        stored, secret = set_webhook(session, customer, url, policy,
-                                     rotate_secret=rotate_secret)
+        stored, secret = set_webhook(session, customer, checked, rotate_secret=rotate_secret)
     click.echo(f"webhook of {name}: {stored}")
     if secret:
         click.echo(f"signing secret (shown once): {secret}")
