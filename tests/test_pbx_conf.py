@@ -344,7 +344,15 @@ def test_write_ari_users_refuses_a_bad_password_and_writes_nothing(tmp_path, pas
 
 
 def committed_files() -> list[Path]:
-    return [p for d in (FS, AST, DOCKER) for p in d.rglob("*") if p.is_file()]
+    """The files git tracks (plus new ones), not a local docker/.env or generated secrets."""
+    dirs = [str(d.relative_to(REPO)) for d in (FS, AST, DOCKER)]
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *dirs],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    if listed.returncode == 0 and listed.stdout.strip():
+        return [REPO / name for name in listed.stdout.split() if (REPO / name).is_file()]
+    return [p for d in (FS, AST, DOCKER) for p in d.rglob("*") if p.name != ".env"]
 
 
 def test_no_password_is_committed():
