@@ -4,9 +4,15 @@ against the API on a real server (SQLite file shared by both)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 
+import httpx
 import pytest
-from api_support import LiveServer
+from api_support import LiveServer, wait_for
 from click.testing import CliRunner
 
 from pbx_control.api.app import create_app
@@ -97,3 +103,29 @@ def test_webhook_set_checks_the_url_and_shows_the_secret_once(run, monkeypatch):
     assert shown["webhook_url"] == "http://127.0.0.1:9/other" and "whsec_" not in str(shown)
     run("customers", "webhook", "clear", "acme")
     assert json.loads(run("customers", "show", "acme").stdout)["webhook_url"] is None
+
+
+def test_serve_api_answers_health_and_stops_on_sigterm(run, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PBX_CONTROL_DATABASE_URL=run.url)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from pbx_control.cli.main import main; main()",
+         "--log-level", "INFO", "serve", "api", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+            except httpx.HTTPError:
+                assert process.poll() is None, process.stdout.read().decode()
+                return None
+
+        assert wait_for(healthy, 30, "the API to answer") == {"status": "ok", "database": "ok"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert process.wait(20) in (0, -signal.SIGTERM)
+    log = process.stdout.read().decode()
+    assert "webhook pusher started" in log and "webhook pusher stopped" in log, log
