@@ -76,8 +76,9 @@ def _play(store: Store, settings) -> None:
     from ..freeswitch.harness import Harness
 
     with Harness(settings, store) as harness:
-        click.echo(f"controller listening on {':'.join(map(str, harness.controller.server.address))}"
-                   "; FreeSWITCH double replaying recorded calls\n")
+        host, port = harness.controller.server.address
+        click.echo(f"controller listening on {host}:{port}; FreeSWITCH double replaying "
+                   "recorded calls\n")
         for number, (title, caller, scenario) in enumerate(CALLS, 1):
             played = harness.run(scenario, caller=caller[1:], dialed=X[1:])
             _show(number, title, caller, played)
