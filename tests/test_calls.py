@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from pbx_control import blacklist, groups, softphones
+from pbx_control import blacklist, groups, records, softphones
 from pbx_control.bindings import BindRequest, bind, sweep_expired
 from pbx_control.calls import CallService
 from pbx_control.customers import ensure_customer
@@ -309,3 +310,21 @@ def test_open_records_are_this_nodes_calls_without_an_end(store, settings, world
     there.route_inbound(B, XS, None)
 
     assert [r.id for r in here.open_records()] == [open_id]
+
+
+
+def test_concurrent_ends_of_one_call_are_recorded_once(pg_store, settings, clock):
+    with pg_store.session() as session:
+        customer_id = ensure_customer(session, "acme", T0).id
+        record_id = records.new_attempt(
+            session, customer_id=customer_id, binding_id=None, out_id=None,
+            direction="inbound", x=XS, caller=A, callee=B, decision="connect",
+            reason="a_to_b", pbx="freeswitch", node="fs1", call_uuid=None,
+            started_at=T0).id
+    service = CallService(pg_store, settings, pbx="freeswitch", node="fs1", clock=clock)
+
+    # The hangup seen on two connections at once, and retried: one end only.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: service.call_event(record_id, "ended"), range(8)))
+    assert sum(r is not None for r in results) == 1
+    assert [e.kind for e in events_of(pg_store, record_id)] == ["ended"]
