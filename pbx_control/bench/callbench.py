@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from . import procs, seed
-from .loadgen import Stage, format_table, now_utc, rss_by_minute, run_stage, stage_row
+from . import procs, profile, seed
+from .loadgen import Stage, Watched, format_table, now_utc, rss_by_minute, run_stage, stage_row
 from .peer import Cases, PeerConfig
 from .workload import Workload, call_mix
 
@@ -47,12 +47,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ramp-step", type=float, default=50.0)
     p.add_argument("--ramp-max", type=float, default=1000.0)
     p.add_argument("--stage-seconds", type=float, default=15.0, help="length of a ramp stage")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="seconds of 20 calls/s to each controller before measuring (3)")
     p.add_argument("--no-baseline", action="store_true", help="measure pbx-control only")
     p.add_argument("--database-url", help="an already seeded database (seed_bindings)")
     p.add_argument("--admin-url", default=seed.DEFAULT_ADMIN_URL,
                    help="PostgreSQL server where the run's own database is created")
     p.add_argument("--keep-database", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--profile", type=Path,
+                   help="record pbx-control with py-spy during the run (collapsed stacks "
+                        "to this file, top functions printed); needs py-spy installed")
     p.add_argument("--freshness", action="store_true",
                    help="measure how soon bind, unbind and expiry decide calls on two "
                         "controllers, instead of the load run")
@@ -127,12 +132,17 @@ def _load_run(run: Run) -> int:
     children = {OURS: start_controller(run)}
     if not args.no_baseline:
         children[BASELINE] = start_baseline(run)
+    profiler = profile.start(children[OURS].pid, args.profile) if args.profile else None
     try:
         stages = asyncio.run(_stages(run, children))
     finally:
+        if profiler:
+            profile.stop(profiler)
         for child in children.values():
             child.stop()
     _report(run, stages, children)
+    if args.profile:
+        print(profile.summary(args.profile))
     return 0
 
 
@@ -147,11 +157,18 @@ async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
         child = children[name]
         config = PeerConfig("127.0.0.1", child.port, hold_s=args.hold,
                             check_routing=name == OURS)
-        result = await run_stage(name, calls, cases, config, rate, seconds, child.sample,
+        watched = Watched(child.sample, child.cpu_s)
+        result = await run_stage(name, calls, cases, config, rate, seconds, watched,
                                  first_serial=serial)
         serial += result.calls
         logger.info("%s at %g/s: %s", name, rate, stage_row(result))
         return result
+
+    for name in children:
+        # Connections to PostgreSQL, statement caches, the thread pool: made on first use,
+        # as by the first calls after a restart; not what a running controller costs.
+        if args.warmup > 0:
+            await stage(name, 20.0, args.warmup)
 
     if not args.ramp:
         stages = [await stage(OURS, args.rate, args.duration)]

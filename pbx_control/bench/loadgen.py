@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .peer import CallResult, Cases, PeerConfig, place_call
+from .procs import machine_busy
 from .workload import CallSpec
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class Stage:
     wall_s: float = 0.0
     rss_kb: list[int] = field(default_factory=list)
     peak_rss_kb: int = 0
+    controller_cpu_s: float = 0.0
+    machine_busy_s: float = 0.0
+    machine_total_s: float = 0.0
 
     @property
     def calls(self) -> int:
@@ -76,15 +80,25 @@ class Stage:
         return Counter(r.decision or "none" for r in self.results)
 
 
+@dataclass
+class Watched:
+    """How to read the controller under test: its RSS (kB) and its CPU seconds."""
+
+    rss_kb: Callable[[], int]
+    cpu_s: Callable[[], float]
+
+
 async def run_stage(label: str, calls: Iterator[CallSpec], cases: Cases, config: PeerConfig,
-                    rate: float, duration_s: float, sample: Callable[[], int] | None = None,
+                    rate: float, duration_s: float, watched: Watched | None = None,
                     first_serial: int = 0) -> Stage:
     """Offer ``rate`` calls/s for ``duration_s``; return when every call has ended."""
     stage = Stage(label, rate, duration_s)
     loop = asyncio.get_running_loop()
     core_uuid = str(uuid.uuid4())
-    sampler = asyncio.create_task(_sample(stage, sample)) if sample else None
+    sampler = asyncio.create_task(_sample(stage, watched.rss_kb)) if watched else None
     cpu_before = _cpu_s()
+    controller_before = watched.cpu_s() if watched else 0.0
+    busy_before, total_before = machine_busy()
 
     tasks = []
     start = loop.time() + 0.05
@@ -102,8 +116,11 @@ async def run_stage(label: str, calls: Iterator[CallSpec], cases: Cases, config:
     stage.results = list(await asyncio.gather(*tasks))
     stage.generator_cpu_s = _cpu_s() - cpu_before
     stage.wall_s = loop.time() - start
-    if sampler:
+    busy, total = machine_busy()
+    stage.machine_busy_s, stage.machine_total_s = busy - busy_before, total - total_before
+    if watched:
         sampler.cancel()
+        stage.controller_cpu_s = watched.cpu_s() - controller_before
     return stage
 
 
@@ -126,6 +143,10 @@ def rss_by_minute(stage: Stage) -> list[int]:
     return [max(stage.rss_kb[i:i + 60]) // 1024 for i in range(0, len(stage.rss_kb), 60)]
 
 
+def _percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.0f}" if whole > 0 else "-"
+
+
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
@@ -145,7 +166,9 @@ def stage_row(stage: Stage) -> dict:
         "max ms": ms(stage.latencies()[-1] if stage.latencies() else None),
         "peak RSS MB": f"{stage.peak_rss_kb / 1024:.0f}" if stage.peak_rss_kb else "-",
         "gen lag ms": ms(stage.max_lag_s),
-        "gen CPU %": f"{100 * stage.generator_cpu_s / max(stage.wall_s, 1e-9):.0f}",
+        "ctl CPU %": _percent(stage.controller_cpu_s, stage.wall_s),
+        "gen CPU %": _percent(stage.generator_cpu_s, stage.wall_s),
+        "host CPU %": _percent(stage.machine_busy_s, stage.machine_total_s),
     }
 
 

@@ -191,6 +191,8 @@ async def _run(session: _Session, result: CallResult, loop) -> None:
     result.latency = loop.time() - result.started
     result.decision = DECIDING_APPS[app]
     result.failure = _check(session, app, arg, result)
+    if result.latency > session.config.decision_limit_s:
+        result.failure = result.failure or "late"
     await _replay(session, app, arg, result)
 
 

@@ -57,6 +57,25 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return rss, peak
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (and its reaped children) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
 def raise_open_files_limit() -> int:
     """Lift the soft limit on open files to the hard one: every call holds a socket at both
     ends, and the children inherit the limit."""
@@ -106,6 +125,9 @@ class Child:
         if rss:
             self.samples.append((time.monotonic(), rss))
         return rss
+
+    def cpu_s(self) -> float:
+        return cpu_seconds(self.pid)
 
     def peak_kb(self) -> int:
         return memory_kb(self.pid)[1]

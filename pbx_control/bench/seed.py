@@ -175,3 +175,28 @@ def _copy_parties(conn, workload: Workload, created_ms: int) -> None:
                 copy.write("".join(lines))
                 lines.clear()
         copy.write("".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/seed_bindings``: a new database (or an empty one named) loaded by COPY."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="seed_bindings", description=main.__doc__)
+    p.add_argument("--bindings", type=int, default=1_000_000, help="AXB bindings (1000000)")
+    p.add_argument("--numbers", type=int, default=10_000, help="pool numbers X (10000)")
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL,
+                   help="PostgreSQL server where the new database is created")
+    p.add_argument("--database-url", help="seed this empty database instead (migrated here)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    if args.database_url:
+        url = args.database_url
+        upgrade(url)
+    else:
+        url = create_database(args.admin_url)
+    result = seed(url, Workload(args.bindings, args.numbers))
+    print(f"{result.bindings} AXB bindings ({result.parties} pairs) on {result.numbers} numbers "
+          f"loaded in {result.seconds:.1f} s")
+    print(f"database: {url}")
+    return 0
