@@ -1,0 +1,113 @@
+"""The event-socket wire format against the recorded FreeSWITCH transcripts."""
+
+from __future__ import annotations
+
+import json
+
+import gevent
+import pytest
+from gevent import socket
+from greenswitch.esl import ESLEvent
+
+from pbx_control.freeswitch import recordings as rec
+from pbx_control.freeswitch.protocol import (
+    Connection,
+    Gone,
+    MessageReader,
+    ProtocolError,
+    Timeout,
+    deadline_in,
+    parse_event,
+    url_decode,
+    url_encode,
+)
+
+CASES = ["1_answered", "1b_b_hangs_up", "3b_busy_continue_on_fail", "4_cancel",
+         "8a_registered_user_outbound"]
+
+
+def recorded_bytes(case: str) -> bytes:
+    data = b""
+    for line in (rec.RECORDINGS / f"{case}.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        if item["dir"] == "recv":
+            data += item["data"].encode()
+    return data
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("chunk", [1, 7, 1500, 1 << 20])
+def test_recorded_streams_frame_the_same_whatever_the_tcp_segments(case, chunk):
+    data = recorded_bytes(case)
+    reader = MessageReader()
+    messages = []
+    for start in range(0, len(data), chunk):
+        messages += reader.feed(data[start:start + chunk])
+
+    whole = MessageReader().feed(data)
+    assert [(m.headers, m.body) for m in messages] == [(m.headers, m.body) for m in whole]
+    assert messages[0].reply_text == "+OK"  # %2BOK%0A, decoded
+    assert messages[-1].content_type == "text/disconnect-notice"
+
+
+def test_event_values_are_decoded_after_the_line_split():
+    body = (b"Event-Name: CHANNEL_DATA\n"
+            b"Caller-Caller-ID-Name: Alice%0Avariable_sip_network_ip%3A%2010.0.0.1\n"
+            b"variable_sip_network_ip: 203.0.113.7\n\n")
+
+    event = parse_event(body)
+
+    assert event.get("variable_sip_network_ip") == "203.0.113.7"
+    assert event.get("Caller-Caller-ID-Name") == "Alice\nvariable_sip_network_ip: 10.0.0.1"
+
+
+def test_greenswitch_parser_lets_an_encoded_newline_forge_a_header():
+    # Why protocol.py does its own parsing: greenswitch decodes before splitting.
+    data = ("Caller-Caller-ID-Name: Alice%0Avariable_sip_network_ip%3A%2010.0.0.1\n"
+            "Event-Name: CHANNEL_DATA\n")
+
+    assert ESLEvent(data).headers.get("variable_sip_network_ip") == "10.0.0.1"
+    assert "variable_sip_network_ip" not in parse_event(data.encode() + b"\n").headers
+
+
+@pytest.mark.parametrize("garbage", [
+    b"no colon here\n\n",
+    b"Content-Length: 12x\n\n",
+    b"Content-Length: 999999999\n\n",
+    b": empty name\n\n",
+])
+def test_malformed_messages_are_protocol_errors(garbage):
+    with pytest.raises(ProtocolError):
+        MessageReader().feed(garbage)
+
+
+def test_an_endless_header_block_is_refused():
+    with pytest.raises(ProtocolError):
+        MessageReader().feed(b"X-Long: " + b"a" * (300 * 1024))
+
+
+def test_url_encoding_round_trips_every_recorded_event():
+    for case in CASES:
+        for item in rec.events(case):
+            for _, value in item.pairs:
+                assert url_decode(url_encode(value)) == value
+
+
+def test_url_encode_encodes_what_freeswitch_does():
+    assert url_encode("sofia/peer/861@127.0.0.1:5060") == "sofia/peer/861%40127.0.0.1%3A5060"
+    assert url_encode("a\r\nb {x=1}") == "a%0D%0Ab%20%7Bx%3D1%7D"
+    assert url_encode("你") == "%E4%BD%A0"
+
+
+def test_a_read_past_its_deadline_raises_timeout_and_a_closed_peer_raises_gone():
+    left, right = socket.socketpair()
+    conn = Connection(left)
+
+    with pytest.raises(Timeout):
+        conn.read(deadline_in(0.05))
+    right.sendall(b"Content-Type: command/reply\nReply-Text: +OK\n\n")
+    assert conn.read(deadline_in(1)).reply_text == "+OK"
+    right.close()
+    gevent.sleep(0)
+    with pytest.raises(Gone):
+        conn.read(deadline_in(1))
