@@ -397,10 +397,38 @@ def test_env_example_documents_every_variable_and_holds_no_secret():
     assert all(value == "" for key, value in example.items() if "PASSWORD" in key)
 
 
-def test_image_runs_as_a_user_and_upgrades_the_schema_before_serving():
+def test_image_installs_the_package_and_runs_as_an_unprivileged_user():
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    entrypoint = (DOCKER / "entrypoint.sh").read_text()
 
-    assert dockerfile.startswith("# ") and "FROM python:3.11-slim" in dockerfile
-    assert re.search(r"^USER (?!root)\S+", dockerfile, re.M)
-    assert entrypoint.index("pbx-control db upgrade") < entrypoint.index('exec pbx-control "$@"')
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert "pip install ." in dockerfile
+    assert re.search(r"^USER (?!root\b)\S+$", dockerfile, re.M)
+    assert 'ENTRYPOINT ["pbx-control-entrypoint"]' in dockerfile
+
+
+def run_entrypoint(tmp_path: Path, *args: str, **env: str) -> list[str]:
+    """Runs docker/entrypoint.sh with a stand-in pbx-control that logs its arguments."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "pbx-control"
+    fake.write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n[ "$*" != "db upgrade" ] || exit "${{FAIL:-0}}"\n'
+    )
+    fake.chmod(0o755)
+    path = f"{tmp_path}{os.pathsep}{os.environ['PATH']}"
+    subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), *args], env={**os.environ, **env,
+                   "PATH": path}, capture_output=True, timeout=30)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_entrypoint_upgrades_the_schema_before_serving(tmp_path):
+    assert run_entrypoint(tmp_path, "serve", "freeswitch") == ["db upgrade", "serve freeswitch"]
+
+
+def test_entrypoint_serves_nothing_when_the_upgrade_fails(tmp_path):
+    assert run_entrypoint(tmp_path, "serve", "api", FAIL="3") == ["db upgrade"]
+
+
+def test_entrypoint_passes_other_commands_and_opted_out_servers_through(tmp_path):
+    assert run_entrypoint(tmp_path, "numbers", "list") == ["numbers list"]
+    assert run_entrypoint(tmp_path, "serve", "api", PBX_CONTROL_DB_UPGRADE="0") == [
+        "numbers list", "serve api"]
