@@ -183,10 +183,12 @@ class InboundConnection:
         now = datetime.now(UTC)
         for record in self.core.open_records():
             uuid = record.call_uuid
-            if not uuid or uuid in live or self.tracker.get(uuid) is not None:
+            tracked = self.tracker.get(uuid) if uuid else None
+            if not uuid or uuid in live or (tracked is not None and tracked.session_alive):
                 continue
             if cmd.is_uuid(uuid) and self.api("uuid_exists", uuid).strip() == "true":
                 continue
+            self.tracker.claim_end(uuid)
             if self.core.event(record.id, "ended", now, reconciled=True):
                 closed += 1
         self.reconciled += closed

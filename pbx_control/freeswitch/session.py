@@ -164,6 +164,8 @@ class CallSession:
 
     def _send_all(self, commands: list[bytes]) -> None:
         for command in commands:
+            if self.hung_up:
+                return  # the caller is gone (e.g. hung up while we decided)
             reply = self._command(command)
             if reply.reply_text.startswith("-ERR"):
                 # After the caller hung up FreeSWITCH refuses further apps: not an error.
