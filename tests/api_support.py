@@ -36,7 +36,7 @@ class LiveServer:
 
     def __init__(self, app):
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                lifespan="on", proxy_headers=False)
+                                lifespan="on", proxy_headers=False, access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

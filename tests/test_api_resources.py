@@ -4,6 +4,7 @@ document, over real HTTP against PostgreSQL (a smoke set also on SQLite)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -251,3 +252,25 @@ def test_the_document_is_served_at_a_stable_path(api):
         served = anonymous.get("/v1/openapi.json").json()
     assert served["info"]["title"] == "pbx-control API"
     assert "Problem" in served["components"]["schemas"]
+
+
+# -- logs and the unexpected ----------------------------------------------------------------------
+
+
+def test_no_log_line_names_a_number_and_a_crash_is_a_500_problem(client, caplog, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError(f"database said something about {A}")
+
+    monkeypatch.setattr("pbx_control.api.routes_pool.number_counts", crash)
+    caplog.set_level(logging.INFO, logger="pbx_control")
+
+    crashed = client.get("/v1/numbers/counts")
+    listed = client.get("/v1/bindings", params={"party": A})
+    removed = client.delete("/v1/blacklist/%2B8613800000001")
+
+    assert code(crashed) == (500, "internal") and "Traceback" not in crashed.text
+    assert (listed.status_code, code(removed)) == (200, (404, "not_found"))
+    assert "GET /v1/numbers/counts: unexpected RuntimeError" in caplog.text
+    assert "GET /v1/bindings 200" in caplog.text
+    assert "DELETE /v1/blacklist/{number} 404" in caplog.text
+    assert A[1:] not in caplog.text and A[-8:] not in caplog.text

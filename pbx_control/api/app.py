@@ -18,6 +18,7 @@ from . import openapi, problems, routes_account, routes_bindings, routes_calls, 
 from .bodylimit import BodyLimit
 from .deps import Services
 from .ratelimit import RateLimiter
+from .requestlog import RequestLog
 from .targets import Resolver, system_resolver
 from .webhooks import WebhookPusher
 
@@ -41,6 +42,7 @@ def create_app(store: Store | None, settings: Settings, *,
 
     problems.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestLog)
     for module in (routes_bindings, routes_pool, routes_calls, routes_account):
         app.include_router(module.router)
     openapi.install(app)

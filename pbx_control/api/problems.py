@@ -3,7 +3,8 @@
 ``{"type", "title", "status", "code", "field", "detail"}``. Domain errors carry their own
 code and HTTP status; request validation (bad JSON, wrong types, unknown fields) is a 400,
 not FastAPI's default 422, which this API keeps for semantic errors. Nothing unexpected ever
-reaches the client as a traceback: it becomes a 500 ``internal`` problem and a log line.
+reaches the client as a traceback: ``requestlog.RequestLog`` turns it into a 500 ``internal``
+problem and a log line. Log lines name the route template, never the path (numbers).
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ def problem(status: int, code: str, detail: str, field: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "(no route)"
+
+
 async def _domain(request: Request, exc: PbxControlError) -> JSONResponse:
     headers = getattr(exc, "headers", None)
     if exc.http_status >= 500:
-        logger.warning("%s %s: %s", request.method, request.url.path, exc.code)
+        logger.warning("%s %s: %s", request.method, _route(request), exc.code)
     return problem(exc.http_status, exc.code, exc.message, exc.field, headers)
 
 
@@ -73,23 +79,18 @@ async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
     # The core turns the races it expects into Conflicts; one it did not expect still is a
     # conflict with stored data, and the transaction has been rolled back.
     logger.warning("%s %s: integrity error not mapped by the core", request.method,
-                   request.url.path)
+                   _route(request))
     return problem(409, "conflict", "the request conflicts with stored data")
 
 
 async def _data(request: Request, exc: DataError) -> JSONResponse:
-    logger.warning("%s %s: value refused by the database", request.method, request.url.path)
+    logger.warning("%s %s: value refused by the database", request.method, _route(request))
     return problem(400, "invalid_input", "a value is out of range for storage")
 
 
 async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
     # A time near year 1 or 9999 shifted by its zone leaves the range of datetime.
     return problem(400, "invalid_input", "a value is out of range")
-
-
-async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("%s %s: unexpected error", request.method, request.url.path)
-    return problem(500, "internal", "internal error; the request changed nothing")
 
 
 def install(app: FastAPI) -> None:
@@ -99,7 +100,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(DataError, _data)
     app.add_exception_handler(OverflowError, _overflow)
-    app.add_exception_handler(Exception, _internal)
 
 
 def documented(*statuses: int) -> dict[int | str, dict]:

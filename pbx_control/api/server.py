@@ -23,8 +23,10 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     port = settings.api.listen_port if port is None else port
     logger.info("API listening on %s:%s", host, port)
     try:
-        # proxy_headers off: the rate limit and logs must not trust a client's X-Forwarded-For.
+        # proxy_headers off: nothing here may trust a client's X-Forwarded-For. uvicorn's
+        # access log is off: it prints paths and queries, which carry phone numbers;
+        # requestlog.RequestLog logs route templates instead.
         uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False,
-                    log_config=None)
+                    log_config=None, access_log=False)
     finally:
         store.dispose()
