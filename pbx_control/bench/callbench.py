@@ -113,10 +113,12 @@ def _check_seeded(url: str, workload: Workload) -> None:
                          f"--numbers {workload.numbers} --bindings {workload.bindings}")
 
 
-def start_controller(run: Run, name: str = OURS, node: str = "bench") -> procs.Child:
+def start_controller(run: Run, name: str = OURS, node: str = "bench",
+                     extra: str = "") -> procs.Child:
+    """``pbx-control serve freeswitch`` on the run's database; ``extra`` TOML is appended."""
     port = procs.free_port()
     config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
-                                           port, procs.free_port(), node=node)
+                                           port, procs.free_port(), node=node, extra=extra)
     argv = procs.controller_argv(config, port)
     return procs.Child(name, argv, port, run.workdir / f"{name}.log").start()
 

@@ -156,7 +156,7 @@ def controller_argv(config_path: Path, port: int, log_level: str = "WARNING") ->
 
 
 def write_controller_config(path: Path, database_url: str, port: int, esl_port: int,
-                            node: str = "bench") -> Path:
+                            node: str = "bench", extra: str = "") -> Path:
     """Settings for a controller under test.
 
     ``carrier_profile`` is the recordings' profile name (``peer``): the channel data is
@@ -173,7 +173,7 @@ def write_controller_config(path: Path, database_url: str, port: int, esl_port: 
         'carrier_profile = "peer"\n'
         'esl_host = "127.0.0.1"\n'
         f"esl_port = {esl_port}\n"
-        f'node_name = "{node}"\n', encoding="utf-8")
+        f'node_name = "{node}"\n\n' + extra, encoding="utf-8")
     return path
 
 
