@@ -311,6 +311,7 @@ def test_groups_members_and_an_axg_binding(client):
 def test_a_customer_cannot_read_list_change_or_unbind_another_customers_binding(
         api, pg_store, client):
     mine = axb(client, x=X1).json()
+    client.post("/v1/groups", json={"name": "vip", "members": [C]})
     rival = make_tenant(pg_store, "rival", [X3])
 
     with api.client(rival.key) as other:
@@ -323,6 +324,9 @@ def test_a_customer_cannot_read_list_change_or_unbind_another_customers_binding(
         problem(other.post("/v1/bindings", json={"mode": "axb", "a": A, "b": C, "x": X1}),
                 404, "not_found", "x")
         assert [n["x"] for n in other.get("/v1/numbers").json()["items"]] == [X3]
+        assert other.get("/v1/groups").json() == []
+        problem(other.get("/v1/groups/vip"), 404, "not_found", "group")
+        problem(other.post("/v1/groups/vip/members", json={"members": [B]}), 404, "not_found")
 
     assert client.get(f"/v1/bindings/{mine['id']}").json()["active"] is True
 
