@@ -42,8 +42,7 @@ class CoreClient:
         self.pool = pool or gevent.get_hub().threadpool
 
     def _run(self, deadline: float, func: Callable, *args, **kwargs):
-        result = self.pool.spawn(func, *args, **kwargs)
-        return result, result.get(timeout=deadline)
+        return self.pool.spawn(func, *args, **kwargs).get(timeout=deadline)
 
     def decide(self, info: ChannelInfo):
         """Routed(decision, record_id); Unavailable when late or storage is down."""
@@ -63,6 +62,10 @@ class CoreClient:
         except StorageUnavailable:
             logger.warning("call %s: storage unavailable", info.uuid)
             raise Unavailable("storage unavailable") from None
+        except Exception:
+            # Fail closed: a decision that broke is a refusal the carrier can route around.
+            logger.exception("call %s: the decision failed", info.uuid)
+            raise Unavailable("decision failed") from None
 
     def _close_late(self, result) -> None:
         # Runs on the hub when the late decision finally returns: its record must not stay
@@ -77,7 +80,7 @@ class CoreClient:
     def refuse_unavailable(self, info: ChannelInfo) -> str | None:
         caller = info.username if info.outbound else info.caller_raw
         try:
-            _, record_id = self._run(EVENT_DEADLINE_S, self.service.refuse_unavailable,
+            record_id = self._run(EVENT_DEADLINE_S, self.service.refuse_unavailable,
                                      caller, info.dialed_raw, info.uuid,
                                      outbound=info.outbound)
             return record_id
@@ -98,5 +101,4 @@ class CoreClient:
             return False
 
     def open_records(self) -> list:
-        _, records = self._run(EVENT_DEADLINE_S * 3, self.service.open_records)
-        return records
+        return self._run(EVENT_DEADLINE_S * 3, self.service.open_records)

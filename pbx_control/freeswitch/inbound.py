@@ -71,7 +71,7 @@ class InboundConnection:
                 backoff = 1.0
                 self.reconcile()
                 self.read_forever()
-            except (OSError, Gone, Timeout, ProtocolError, AuthFailed) as exc:
+            except (OSError, Gone, Timeout, ProtocolError, AuthFailed, cmd.UnsafeValue) as exc:
                 if self._stopping:
                     return
                 logger.warning("inbound event socket: %s (retrying in %.0f s)", exc, backoff)

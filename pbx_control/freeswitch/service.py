@@ -64,6 +64,10 @@ def build(settings: Settings, store: Store, host: str | None = None, port: int |
 
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGINT or SIGTERM."""
+    if not settings.freeswitch.esl_password:
+        # Without it no call end after a lost socket is recorded and nothing is reconciled.
+        raise SystemExit("config: freeswitch.esl_password is empty: set "
+                         "PBX_CONTROL_FREESWITCH_ESL_PASSWORD (or ..._FILE)")
     store = Store(settings.database_url, application_name="pbx-control-freeswitch")
     controller = build(settings, store, host, port).start()
     stopped = Event()

@@ -61,8 +61,11 @@ class CallSession:
     def run(self) -> None:
         try:
             self._run()
-        except (Gone, Timeout) as exc:
-            logger.info("call %s: socket ended before the call (%s)", self.uuid, exc)
+        except Gone as exc:
+            logger.info("call %s: socket closed (%s)", self.uuid, exc)
+        except Timeout as exc:
+            logger.warning("call %s: FreeSWITCH silent past the deadline (%s); closing",
+                           self.uuid, exc)
         except ProtocolError as exc:
             logger.warning("call %s: protocol error from %s: %s", self.uuid, self.conn.peer,
                            exc)
