@@ -95,17 +95,21 @@ def main(argv: list[str] | None = None) -> int:
             seed.drop_database(args.admin_url, url)
 
 
-def run_phases(url: str, workload: Workload, clients: int, seconds: float):
-    """Bind, look up, unbind, route; then the integrity checks."""
-    phases = []
-    bound = _phase("bind (allocated X)", _bind_worker, url, clients, seconds, None)
-    phases.append(bound)
-    ids = bound.ids
-    phases.append(_phase("look up by id", _lookup_worker, url, clients, seconds, ids))
-    phases.append(_phase("unbind", _unbind_worker, url, clients, None, ids))
-    phases.append(_phase("route lookup (explain)", _route_worker, url, clients, seconds,
-                         workload))
-    phases.append(_phase("route lookup (explain)", _route_worker, url, 1, seconds, workload))
+def run_phases(url: str, workload: Workload, clients: int, seconds: float,
+               settle_s: float = 2.0):
+    """Bind, look up, unbind, route; then the integrity checks.
+
+    Each phase starts ``settle_s`` after its clients were forked, once all are connected.
+    """
+    def phase(name, worker, n, timed, payload):
+        return _phase(name, worker, url, n, timed, payload, settle_s)
+
+    bound = phase("bind (allocated X)", _bind_worker, clients, seconds, None)
+    phases = [bound,
+              phase("look up by id", _lookup_worker, clients, seconds, bound.ids),
+              phase("unbind", _unbind_worker, clients, None, bound.ids),
+              phase("route lookup (explain)", _route_worker, clients, seconds, workload),
+              phase("route lookup (explain)", _route_worker, 1, seconds, workload)]
     return phases, integrity(url)
 
 
@@ -125,8 +129,8 @@ def integrity(url: str) -> dict:
             "numbers_over_limit": over}
 
 
-def _phase(name, worker, url, clients, seconds, payload) -> PhaseResult:
-    start_at = time.time() + 2.0  # every client connected before the clock starts
+def _phase(name, worker, url, clients, seconds, payload, settle_s) -> PhaseResult:
+    start_at = time.time() + settle_s  # every client connected before the clock starts
     jobs = [(w, clients, url, start_at, seconds, payload) for w in range(clients)]
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         outputs = pool.starmap(worker, jobs)

@@ -1,0 +1,194 @@
+"""The load generator's FreeSWITCH side against tiny in-test controllers: it answers their
+commands, judges their decisions, replays the case and ends the session as FreeSWITCH does."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pbx_control.bench import procs
+from pbx_control.bench.loadgen import Stage, run_stage, stage_row
+from pbx_control.bench.peer import CallResult, Cases, PeerConfig, parse_bridge, place_call
+from pbx_control.bench.workload import CallSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+BOUND = CallSpec(caller="+8613800000007", dialed="+8617000000003", expect_to="+8613900000007")
+STRANGER = CallSpec(caller="+8613700000001", dialed="+8617000000003", expect_to=None)
+CASES = Cases.load({"pbx_control_entry": "carrier"})
+
+
+async def _read_message(reader) -> tuple[dict, bytes]:
+    head = (await reader.readuntil(b"\n\n")).decode()
+    headers = dict(line.split(": ", 1) for line in head.strip().split("\n") if ": " in line)
+    body = b""
+    if "Content-Length" in headers:
+        body = await reader.readexactly(int(headers["Content-Length"]))
+    return headers, body
+
+
+def controller(decide, linger=True, seen=None):
+    """A controller of a few lines: connect, myevents, [linger], the decision, then events
+    until CHANNEL_HANGUP_COMPLETE, then exit. ``decide(channel_data) -> sendmsg bytes``."""
+
+    async def handle(reader, writer):
+        writer.write(b"connect\n\n")
+        data, _ = await _read_message(reader)
+        if seen is not None:
+            seen.append(data)
+        for command in [b"myevents\n\n"] + ([b"linger\n\n"] if linger else []):
+            writer.write(command)
+            await _read_message(reader)
+        command = decide(data)
+        if command is None:
+            await asyncio.sleep(10)
+            return
+        writer.write(command)
+        try:
+            while True:
+                headers, body = await _read_message(reader)
+                if b"Event-Name: CHANNEL_HANGUP_COMPLETE" in body:
+                    break
+            if linger:
+                writer.write(b"exit\n\n")
+                await _read_message(reader)
+                await reader.read()
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    return handle
+
+
+def _bridge(to: str, shown: str) -> bytes:
+    return (f"sendmsg\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: "
+            f"{{origination_caller_id_number={shown},origination_caller_id_name={shown}}}"
+            f"sofia/gateway/carrier/{to}\n\n").encode()
+
+
+def right_decision(data: dict) -> bytes:
+    caller = data["Caller-Caller-ID-Number"]
+    if caller == BOUND.caller[1:]:
+        return _bridge(BOUND.expect_to[1:], data["Caller-Destination-Number"])
+    return b"sendmsg\ncall-command: execute\nexecute-app-name: respond\nexecute-app-arg: 403\n\n"
+
+
+def run_call(handle, spec: CallSpec, **config) -> CallResult:
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            settings = PeerConfig("127.0.0.1", port, hold_s=0.05, linger_wait_s=2.0, **config)
+            return await place_call(spec, CASES, settings, "core-uuid", 1)
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
+def test_a_right_bridge_for_a_bound_party_is_a_good_call_that_ends_on_exit():
+    seen = []
+    result = run_call(controller(right_decision, seen=seen), BOUND)
+
+    assert result.ok, result.failure
+    assert result.decision == "bridge" and result.ended_by == "exit"
+    assert 0 < result.latency < 1
+    assert seen[0]["Caller-Destination-Number"] == "8617000000003"
+    assert seen[0]["variable_pbx_control_entry"] == "carrier"
+
+
+def test_a_refused_stranger_is_a_good_call():
+    result = run_call(controller(right_decision), STRANGER)
+
+    assert result.ok, result.failure
+    assert result.decision == "refuse"
+
+
+@pytest.mark.parametrize("decide, failure", [
+    (lambda data: _bridge("8613900000099", data["Caller-Destination-Number"]), "wrong_party"),
+    (lambda data: _bridge(BOUND.expect_to[1:], "8613800000007"), "x_not_shown"),
+    (lambda data: b"sendmsg\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n",
+     "refused_bound_party"),
+])
+def test_a_wrong_decision_for_a_bound_party_is_a_failed_call(decide, failure):
+    assert run_call(controller(decide), BOUND).failure == failure
+
+
+def test_a_bridged_stranger_is_a_failed_call():
+    result = run_call(controller(lambda d: _bridge("8613900000007", "8617000000003")), STRANGER)
+
+    assert result.failure == "bridged_stranger"
+
+
+def test_no_decision_in_time_is_a_failed_call():
+    result = run_call(controller(lambda data: None), BOUND, give_up_s=0.3)
+
+    assert result.failure == "no_decision" and result.latency is None
+
+
+def test_without_linger_the_generator_closes_after_the_last_event_as_freeswitch_does():
+    result = run_call(controller(right_decision, linger=False), BOUND)
+
+    assert result.ok and result.ended_by == "close"
+
+
+def test_a_controller_that_refuses_connections_gives_a_connect_error():
+    port = procs.free_port()
+    result = asyncio.run(place_call(BOUND, CASES, PeerConfig("127.0.0.1", port), "c", 1))
+
+    assert result.failure.startswith("connect_error")
+
+
+def test_bridge_arguments_are_read_into_variables_and_dial_string():
+    variables, dial = parse_bridge("{a=1,b='x,y'}[c=3]sofia/gateway/carrier/8613900000007")
+
+    assert variables == {"a": "1", "b": "x,y", "c": "3"}
+    assert dial == "sofia/gateway/carrier/8613900000007"
+
+
+def test_a_stage_offers_its_rate_and_reports_every_call():
+    async def main():
+        server = await asyncio.start_server(controller(right_decision), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        calls = iter([BOUND, STRANGER] * 10)
+        try:
+            return await run_stage("test", calls, CASES, PeerConfig("127.0.0.1", port, 0.05),
+                                   rate=40, duration_s=0.25)
+        finally:
+            server.close()
+
+    stage: Stage = asyncio.run(main())
+
+    assert stage.calls == 10 and stage.clean
+    assert stage.decisions() == {"bridge": 5, "refuse": 5}
+    assert stage_row(stage)["failed"] == "0"
+    assert stage.percentile(50) <= stage.percentile(99) <= stage.latencies()[-1]
+
+
+def test_the_baseline_controller_bridges_every_call():
+    port = procs.free_port()
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "baseline_controller"),
+                                "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while not procs.listening(port):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        config = PeerConfig("127.0.0.1", port, hold_s=0.05, check_routing=False)
+        result = asyncio.run(place_call(STRANGER, CASES, config, "core", 1))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    assert result.ok and result.decision == "bridge" and result.ended_by == "close"
+
+
+def test_memory_and_cpu_of_a_process_are_read_from_proc():
+    rss, peak = procs.memory_kb(os.getpid())
+
+    assert 0 < rss <= peak
+    assert procs.cpu_seconds(os.getpid()) > 0
+    assert procs.memory_kb(2**22 + 1) == (0, 0)
