@@ -13,6 +13,7 @@ import json
 import ssl
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import trustme
@@ -382,3 +383,21 @@ def test_https_refuses_a_certificate_for_another_name(pg_store, local_settings, 
     [event] = events(pg_store)
     assert event.delivered_at is None and receiver.deliveries == []
     assert event.last_error.startswith("ConnectError")
+
+
+def test_the_receiver_in_the_docs_verifies_a_real_delivery(pg_store, local_settings, tenant):
+    docs = Path(__file__).resolve().parents[1] / "docs" / "webhooks.md"
+    code = docs.read_text(encoding="utf-8").split("```python\n", 1)[1].split("```", 1)[0]
+    with Receiver() as receiver:
+        secret = hook(pg_store, tenant, receiver.url, local_settings)
+        a_call(pg_store, tenant.id, kinds=("refused",))
+        run_once(WebhookPusher(pg_store, local_settings))  # the real clock: not stale
+
+    namespace: dict = {}
+    exec(code.replace('SECRET = "whsec_..."', f"SECRET = {secret!r}"), namespace)
+    [delivery] = receiver.deliveries
+    headers = {k.lower(): v for k, v in delivery.headers.items()}
+
+    assert namespace["verify"](headers, delivery.body)["type"] == "call.refused"
+    with pytest.raises(ValueError, match="bad signature"):
+        namespace["verify"](headers, delivery.body.replace(b"refused", b"answered"))
