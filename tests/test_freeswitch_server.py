@@ -198,3 +198,27 @@ def test_reconciliation_closes_only_records_whose_channels_are_gone(setup):
 def test_an_empty_channel_list_is_read_in_its_recorded_form(setup):
     assert setup.inbound.listing() == '{"row_count": 0}\n'
     assert direct_inbound(setup).channel_uuids() == set()
+
+
+def test_the_tracker_hands_each_end_to_exactly_one_reporter():
+    tracker = Tracker()
+    tracker.add("u1", "r1")
+
+    assert tracker.claim_end("u1") is not None  # the session reports it
+    assert tracker.claim_end("u1") is None  # the inbound copy does not
+    assert tracker.session_gone("u1") is None and tracker.recently_done("u1")
+    tracker.add("u2", "r2")
+    assert tracker.session_gone("u2").record_id == "r2"  # socket lost: inbound's turn
+    assert tracker.claim_end("u2").record_id == "r2" and len(tracker) == 0
+
+
+def test_open_records_are_not_scanned_for_the_end_of_a_call_already_recorded(setup):
+    calls = []
+    setup.core.open_records = lambda: calls.append(1) or []
+    result = setup.double.call(caller=A, dialed=X)
+    end = setup.inbound.published[-1]
+
+    setup.inbound.publish(list(end.items()))  # a late duplicate of the end
+    gevent.sleep(0.1)
+
+    assert result.exit_received and calls == []

@@ -143,7 +143,7 @@ class InboundConnection:
                 gevent.spawn(self.report_end, tracked.record_id, event, tracked.answered,
                              tracked.controller_hangup)
             return
-        if cmd.is_uuid(uuid):
+        if cmd.is_uuid(uuid) and not self.tracker.recently_done(uuid):
             gevent.spawn(self._end_untracked, uuid, event)
 
     def _end_untracked(self, uuid: str, event: Event) -> None:

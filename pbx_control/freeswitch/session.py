@@ -287,6 +287,7 @@ class CallSession:
             return
         tracked = self.tracker.session_gone(self.uuid)
         if tracked is None:
+            self.tracker.mark_done(self.uuid)
             return
         if tracked.inbound_end is not None:
             self._record_end(tracked.inbound_end)

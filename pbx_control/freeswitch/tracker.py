@@ -11,6 +11,7 @@ up is kept, so a session whose socket breaks before its own end event can still 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .protocol import Event
@@ -27,9 +28,32 @@ class Tracked:
 
 
 class Tracker:
+    """Calls in progress by channel UUID, and the last ones finished (so that the inbound
+    connection's copy of an end already recorded costs no database lookup)."""
+
+    RECENT = 10_000
+
     def __init__(self):
         self._calls: dict[str, Tracked] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _forget(self, uuid: str) -> None:
+        del self._calls[uuid]
+        self._recent[uuid] = None
+        if len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
+
+    def mark_done(self, uuid: str) -> None:
+        """A call whose end needs nothing more (refused without a record, ended)."""
+        with self._lock:
+            if uuid not in self._calls:
+                self._calls[uuid] = Tracked("")
+                self._forget(uuid)
+
+    def recently_done(self, uuid: str) -> bool:
+        with self._lock:
+            return uuid in self._recent
 
     def add(self, uuid: str, record_id: str) -> Tracked:
         with self._lock:
@@ -48,7 +72,7 @@ class Tracker:
                 return None
             tracked.session_alive = False
             if tracked.ended:
-                del self._calls[uuid]
+                self._forget(uuid)
                 return None
             return tracked
 
@@ -60,7 +84,7 @@ class Tracker:
                 return None
             tracked.ended = True
             if not tracked.session_alive:
-                del self._calls[uuid]
+                self._forget(uuid)
             return tracked
 
     def __len__(self) -> int:
