@@ -225,7 +225,8 @@ def test_decision_missing_its_deadline_refuses_503_and_records_unavailable():
     calls = FakeCalls(connect(), delay_s=2.0)
 
     async def scenario():
-        async with Harness(None, settings(decision_deadline_s=0.1), calls=calls) as h:
+        async with Harness(None, settings(decision_deadline_s=0.1), calls=calls,
+                           decision_deadline_s=None) as h:
             caller_id = await h.double.incoming_call(A, X)
             await h.double.wait_until(lambda: caller_id in h.double.caller_results)
             await h.double.wait_until(lambda: calls.unavailable)

@@ -191,6 +191,7 @@ def test_websocket_drop_mid_call_tears_down_the_far_leg_left_alone_and_reconcile
         async with Harness(bound, settings) as h:
             ari = h.double
             caller_id, far_id = await h.answered_call(A, X)
+            await h.wait_recorded(caller_id, "answered_at")
             # case5a: the caller hangs up while the events are lost; B stays up alone.
             await disconnect_gap(h, lambda: ari.party_hangup(caller_id))
             record = await h.record(caller_id)
@@ -229,6 +230,7 @@ def test_controller_restart_reconciles_what_it_left_behind(bound, settings):
         async with Harness(bound, settings) as h:
             ari = h.double
             caller_id, far_id = await h.answered_call(A, X)
+            await h.wait_recorded(caller_id, "answered_at")
             await h.stop_controller()
             await ari.party_hangup(caller_id)  # nobody listens: B stays up alone
             stray = ari.bridges.copy()
@@ -263,3 +265,23 @@ def test_every_scenario_name_runs(bound, settings):
         run(run_scenario("nonsense", bound, settings, caller=A, x=X))
     with bound.session() as session:
         assert session.scalars(select(CallRecord)).first() is None
+
+
+def test_caller_left_alone_by_a_far_side_that_hung_up_unseen_is_hung_up_at_reconcile(
+        bound, settings):
+    """case10: B's leg gone, A stays up alone in the bridge until someone deletes it."""
+    async def scenario():
+        async with Harness(bound, settings) as h:
+            ari = h.double
+            caller_id, far_id = await h.answered_call(A, X)
+            await h.wait_recorded(caller_id, "answered_at")
+            await disconnect_gap(h, lambda: ari.party_hangup(far_id))
+            record = await h.record(caller_id)
+            await ari.wait_until(lambda: caller_id not in ari.channels)
+            return ari, caller_id, record
+
+    ari, caller_id, record = run(scenario())
+    assert [r.params for r in ari.requests_to("DELETE", rf"/channels/{caller_id}$")] == [{}]
+    assert ari.caller_results[caller_id]["bye"] is True
+    assert (record["outcome"], record["hangup_by"], record["reconciled"]) == (
+        "answered", "callee", True)

@@ -22,6 +22,9 @@ import httpx
 import websockets
 
 logger = logging.getLogger(__name__)
+# httpx logs every request line at INFO, query string included: the far leg's endpoint there
+# carries the dialed number, and no log may print a full number.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 Json = dict[str, Any]
 

@@ -42,6 +42,10 @@ async def reconcile(client: AriClient, app: StasisApp, calls, connected_at: date
     bridges = [b for b in await client.list_bridges() if b.get("id") in ours]
     app.reconciled(set(channels), listed_at)
 
+    # Asterisk stamps creation in whole milliseconds: compare at that precision, or a call
+    # that arrived in the same millisecond as the connection would count as left over.
+    # (One clock: ARI is on loopback by the contract; a remote Asterisk needs NTP.)
+    connected_at = connected_at.replace(microsecond=connected_at.microsecond // 1000 * 1000)
     report = Report()
     followed = app.followed()
     old = {cid for cid, c in channels.items() if _created(c) < connected_at} - followed
@@ -112,7 +116,9 @@ def _end_fields(record, caller_was_up: bool, far_was_up: bool) -> dict:
     answered = record.answered_at is not None
     hangup_by = None
     if caller_was_up:
-        hangup_by = HangupBy.CALLEE.value  # the caller was left alone in the bridge
+        # Answered: the far side left it alone in the bridge. Not answered: it was never
+        # connected, and this reconciliation ends it.
+        hangup_by = (HangupBy.CALLEE if answered else HangupBy.CONTROLLER).value
     elif far_was_up:
         hangup_by = HangupBy.CALLER.value  # the far leg was left alone
     return {"outcome": (Outcome.ANSWERED if answered else Outcome.FAILED).value,

@@ -27,10 +27,15 @@ class Harness:
     """The double and a controller connected to it, on the running loop."""
 
     def __init__(self, store, settings, rest_timeout_s: float = 2.0, calls=None,
-                 double: AriDouble | None = None):
+                 double: AriDouble | None = None, decision_deadline_s: float | None = 5.0):
         from ..calls import CallService
 
         self.settings = copy.deepcopy(settings)
+        if decision_deadline_s is not None:
+            # A test machine busy with other suites can take longer than production's 1 s
+            # over a cold database connection; the deadline itself has its own test.
+            self.settings.asterisk.decision_deadline_s = max(
+                self.settings.asterisk.decision_deadline_s, decision_deadline_s)
         self.double = double or AriDouble(app=self.settings.asterisk.app)
         self.store = store
         self.calls = calls or CallService(store, self.settings, pbx="asterisk",
@@ -76,15 +81,27 @@ class Harness:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no ended record for call {call_uuid}")
 
+    async def wait_recorded(self, call_uuid: str, field: str, timeout_s: float = 5.0) -> dict:
+        """Poll until the call's record has ``field`` set (e.g. ``answered_at``)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = await asyncio.to_thread(self._record, call_uuid)
+            if found is not None and found[field] is not None:
+                return found
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"call {call_uuid}: {field} not recorded")
+
     def _ended_record(self, call_uuid: str) -> dict | None:
+        found = self._record(call_uuid)
+        return found if found is not None and found["ended_at"] is not None else None
+
+    def _record(self, call_uuid: str) -> dict | None:
         from sqlalchemy import select
 
         with self.store.session() as session:
             record = session.scalars(select(CallRecord).where(
                 CallRecord.call_uuid == call_uuid)).first()
-            if record is None or record.ended_at is None:
-                return None
-            return records.record_dict(record)
+            return records.record_dict(record) if record is not None else None
 
     async def answered_call(self, caller: str, x: str, **call) -> tuple[str, str]:
         """A call the far side answered, both legs bridged: (caller id, far leg id)."""
@@ -127,6 +144,7 @@ async def _play(name: str, h: Harness, caller: str, x: str, call: dict) -> dict:
         await ari.party_hangup(caller_id if name == "answered_caller_hangs_up" else far_id)
     elif name == "disconnect_mid_call":
         caller_id, _ = await h.answered_call(caller, x, **call)
+        await h.wait_recorded(caller_id, "answered_at")
         await disconnect_gap(h, lambda: ari.party_hangup(caller_id))
     else:
         caller_id = await ari.incoming_call(caller, x, **call)
