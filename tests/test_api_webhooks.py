@@ -156,6 +156,21 @@ def test_events_of_a_customer_without_a_webhook_are_marked_skipped(pg_store, loc
     assert event.attempts == 0
 
 
+def test_skipped_events_do_not_hold_up_those_of_hooked_customers(pg_store, local_settings,
+                                                                 tenant):
+    quiet = make_tenant(pg_store, "quiet")
+    for _ in range(30):
+        a_call(pg_store, quiet.id, kinds=("refused",))
+    with Receiver() as receiver:
+        hook(pg_store, tenant, receiver.url, local_settings)
+        a_call(pg_store, tenant.id, kinds=("refused",))
+
+        assert run_once(pusher(pg_store, local_settings, batch=5)) == 1
+
+    assert len(receiver.deliveries) == 1
+    assert sum(e.last_error == SKIPPED for e in events(pg_store)) == 30
+
+
 # -- retries and restarts ---------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from .. import __version__
 from ..config import Settings
@@ -135,6 +135,7 @@ class WebhookPusher:
 
     def _claim(self, now: datetime) -> list[Delivery]:
         with self.store.session() as session:
+            self._skip_unhooked(session, now)
             query = (select(CallEvent).where(
                 CallEvent.delivered_at.is_(None),
                 or_(CallEvent.next_attempt_at.is_(None), CallEvent.next_attempt_at <= now))
@@ -143,6 +144,18 @@ class WebhookPusher:
                 query = query.with_for_update(skip_locked=True)
             events = list(session.scalars(query))
             return [d for d in (self._lease(session, e, now) for e in events) if d]
+
+    @staticmethod
+    def _skip_unhooked(session, now: datetime) -> None:
+        """Mark skipped, in one statement, the pending events nobody is listening for."""
+        hooked = select(Customer.id).where(Customer.webhook_url.is_not(None),
+                                           Customer.webhook_secret.is_not(None))
+        session.execute(
+            update(CallEvent)
+            .where(CallEvent.delivered_at.is_(None),
+                   or_(CallEvent.customer_id.is_(None), CallEvent.customer_id.not_in(hooked)))
+            .values(delivered_at=now, last_error=SKIPPED),
+            execution_options={"synchronize_session": False})
 
     def _lease(self, session, event: CallEvent, now: datetime) -> Delivery | None:
         customer = session.get(Customer, event.customer_id) if event.customer_id else None
