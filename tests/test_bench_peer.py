@@ -30,16 +30,17 @@ async def _read_message(reader) -> tuple[dict, bytes]:
     return headers, body
 
 
-def controller(decide, linger=True, seen=None):
-    """A controller of a few lines: connect, myevents, [linger], the decision, then events
-    until CHANNEL_HANGUP_COMPLETE, then exit. ``decide(channel_data) -> sendmsg bytes``."""
+def controller(decide, linger=True, seen=None, before=(), events=None):
+    """A controller of a few lines: connect, myevents, [linger], ``before`` commands, the
+    decision, then events until CHANNEL_HANGUP_COMPLETE, then exit.
+    ``decide(channel_data) -> sendmsg bytes``; ``events`` collects (name, application)."""
 
     async def handle(reader, writer):
         writer.write(b"connect\n\n")
         data, _ = await _read_message(reader)
         if seen is not None:
             seen.append(data)
-        for command in [b"myevents\n\n"] + ([b"linger\n\n"] if linger else []):
+        for command in [b"myevents\n\n"] + ([b"linger\n\n"] if linger else []) + list(before):
             writer.write(command)
             await _read_message(reader)
         command = decide(data)
@@ -50,6 +51,10 @@ def controller(decide, linger=True, seen=None):
         try:
             while True:
                 headers, body = await _read_message(reader)
+                if events is not None and body:
+                    event = dict(line.split(": ", 1) for line in body.decode().split("\n")
+                                 if ": " in line)
+                    events.append((event.get("Event-Name"), event.get("Application")))
                 if b"Event-Name: CHANNEL_HANGUP_COMPLETE" in body:
                     break
             if linger:
@@ -98,6 +103,19 @@ def test_a_right_bridge_for_a_bound_party_is_a_good_call_that_ends_on_exit():
     assert 0 < result.latency < 1
     assert seen[0]["Caller-Destination-Number"] == "8617000000003"
     assert seen[0]["variable_pbx_control_entry"] == "carrier"
+
+
+def test_applications_queued_before_the_bridge_report_their_execution_before_it():
+    events = []
+    set_var = (b"sendmsg\ncall-command: execute\nexecute-app-name: set\n"
+               b"execute-app-arg: hangup_after_bridge=true\n\n")
+    result = run_call(controller(right_decision, before=[set_var], events=events), BOUND)
+
+    assert result.ok, result.failure
+    executed = [e for e in events if e[0].startswith("CHANNEL_EXECUTE")]
+    assert executed[:3] == [("CHANNEL_EXECUTE", "set"), ("CHANNEL_EXECUTE_COMPLETE", "set"),
+                            ("CHANNEL_EXECUTE", "bridge")]
+    assert events[-1] == ("CHANNEL_HANGUP_COMPLETE", None)
 
 
 def test_a_refused_stranger_is_a_good_call():

@@ -120,7 +120,9 @@ def start_controller(run: Run, name: str = OURS, node: str = "bench",
     config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
                                            port, procs.free_port(), node=node, extra=extra)
     argv = procs.controller_argv(config, port)
-    return procs.Child(name, argv, port, run.workdir / f"{name}.log").start()
+    # The inbound event socket is required configuration; nothing listens on its port here.
+    env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
+    return procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env).start()
 
 
 def start_baseline(run: Run) -> procs.Child:

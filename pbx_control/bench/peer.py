@@ -20,7 +20,15 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..numbers import mask
-from .transcript import Message, Recording, Values, fs_url_encode, load
+from .transcript import (
+    AppEvents,
+    Message,
+    Recording,
+    Values,
+    fs_url_encode,
+    load,
+    load_app_events,
+)
 from .workload import CallSpec
 
 logger = logging.getLogger(__name__)
@@ -49,12 +57,14 @@ class Cases:
     answered_nolinger: Recording
     respond: Recording
     hangup: Recording
+    apps: AppEvents
 
     @classmethod
     def load(cls, variables: dict[str, str] | None = None) -> Cases:
         """The four cases; ``variables`` as the dialplan sets them before ``socket``."""
         names = ("1_answered", "1c_answered_nolinger", "2a_respond403", "2b_hangup_rejected")
-        return cls(*(load(name, variables=variables) for name in names))
+        return cls(*(load(name, variables=variables) for name in names),
+                   load_app_events(variables))
 
     def for_decision(self, app: str, linger: bool) -> Recording:
         if app == "bridge":
@@ -100,6 +110,7 @@ class _Session:
     linger: bool = False
     eof: bool = False
     variables: dict = field(default_factory=dict)
+    queued: list = field(default_factory=list)  # (app, arg) executed before the decision
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -251,9 +262,12 @@ def _write_api_reply(session: _Session, word: str) -> None:
 
 
 def _remember_variables(session: _Session, headers: dict, body: str) -> None:
-    if headers.get("execute-app-name") not in SETTING_APPS:
+    if headers.get("call-command") != "execute":
         return
-    arg = headers.get("execute-app-arg", body)
+    app, arg = headers.get("execute-app-name", ""), headers.get("execute-app-arg", body)
+    session.queued.append((app, arg))
+    if app not in SETTING_APPS:
+        return
     items = arg[3:].split(":") if arg.startswith("^^:") else [arg]
     for item in items:
         key, _, value = item.partition("=")
@@ -306,10 +320,16 @@ async def _replay(session: _Session, app: str, arg: str, result: CallResult) -> 
 
 
 async def _send_events(session: _Session, recording: Recording, values: Values) -> bool:
-    """Write each event at its time; True if the controller said ``exit`` meanwhile."""
+    """Write each event at its time; True if the controller said ``exit`` meanwhile.
+
+    The applications queued before the decision run when the channel leaves park, so their
+    EXECUTE / EXECUTE_COMPLETE pairs go out just before the first CHANNEL_EXECUTE of the
+    case (as in recording 3b).
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
-    for at, messages in recording.schedule(session.config.hold_s):
+    apps_at = recording.first_execute()
+    for index, (at, messages) in enumerate(recording.schedule(session.config.hold_s)):
         delay = start + at - loop.time()
         if delay > 0:
             try:
@@ -318,6 +338,9 @@ async def _send_events(session: _Session, recording: Recording, values: Values) 
                 pass
         if session.exited.is_set():
             return True
+        if index == apps_at:
+            for app, arg in session.queued:
+                session.writer.write(session.cases.apps.render(values, app, arg))
         session.writer.write(b"".join(_render_all(messages, values)))
         await session.writer.drain()
     return False

@@ -1,7 +1,9 @@
 """Sampling the controller under load with py-spy, and the functions that took the time.
 
-py-spy attaches to the running process (no change to the controller), samples every thread
-that is not idle, and writes collapsed stacks ("frame;frame;frame count" lines). The summary
+py-spy attaches to the running process (no change to the controller) and samples only the
+thread holding the GIL (``--gil``): the controller is one process, so the GIL is the core it
+can use, and threads waiting on PostgreSQL or on sockets cost it nothing. It writes collapsed
+stacks ("frame;frame;frame count" lines). The summary
 counts, for each function, the samples it was on the stack (inclusive) and at the top (self).
 """
 
@@ -19,9 +21,9 @@ TOP = 25
 
 def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw",
-                             "--rate", str(rate), "--nonblocking", "--output", str(output)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
+            "--nonblocking", "--gil", "--output", str(output)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop(process: subprocess.Popen) -> None:

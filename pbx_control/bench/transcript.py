@@ -16,6 +16,7 @@ controller bridged to.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ DIALED_KEYS = frozenset({
     "variable_sip_req_uri", "variable_sip_to_user", "variable_sip_to_uri",
     "variable_sip_full_to", "variable_destination_number",
 })
+APP_NAME_KEYS = frozenset({"Application", "variable_current_application"})
 _US_SUFFIXES = ("-Time", "-Timestamp", "_uepoch", "_invite_stamp")
 _S_SUFFIXES = ("_epoch",)
 _DATE_SUFFIXES = ("_stamp", "Event-Date-Local")
@@ -125,6 +127,15 @@ class Recording:
             return self.events
         shift = hold_s - (self.hangup_at - self.answer_at)
         return [(t + shift if t >= self.hangup_at else t, msgs) for t, msgs in self.events]
+
+    def first_execute(self) -> int:
+        """Index of the first event chunk with a CHANNEL_EXECUTE (0 if there is none): the
+        moment the channel's thread leaves park and runs the queued applications."""
+        for index, (_, messages) in enumerate(self.events):
+            if any("Event-Name: CHANNEL_EXECUTE\n" in "".join(m.body.parts if m.body else ())
+                   for m in messages):
+                return index
+        return 0
 
     def without_linger_notice(self) -> Recording:
         """The same case as FreeSWITCH plays it when the controller did not ask to linger:
@@ -242,8 +253,10 @@ def _ids(blocks: list[dict]) -> dict:
 class _Marker:
     """Turns recorded text into templates: values become slot names."""
 
-    def __init__(self, ids: dict, encoded_arg: str | None, variables: dict[str, str]):
+    def __init__(self, ids: dict, encoded_arg: str | None, variables: dict[str, str],
+                 app_name: str | None = None):
         self.encoded_arg = encoded_arg
+        self.app_name = app_name
         self.extra = "".join(f"variable_{k}: {fs_url_encode(v)}\n" for k, v in variables.items())
         self.tokens = [(REC_CALLER, "CALLER"), (REC_SHOWN, "SHOWN"),
                        (REC_SIP_CALL_ID, "SIP_CALL_ID")]
@@ -276,6 +289,8 @@ class _Marker:
             return line
         if self.encoded_arg is not None and value == self.encoded_arg:
             return f"{key}: {SLOT}APP_ARG{SLOT}"
+        if self.app_name and key in APP_NAME_KEYS and value == self.app_name:
+            return f"{key}: {SLOT}APP_NAME{SLOT}"
         timed = _time_slot(key, value)
         if timed is not None:
             return f"{key}: {timed}"
@@ -303,3 +318,38 @@ def _epoch(value: str, pattern: str) -> int:
     # The recording host ran on UTC (Event-Date-Local equals Event-Date-GMT in every file).
     parsed = datetime.strptime(unquote(value), pattern)
     return int(parsed.replace(tzinfo=UTC).timestamp())
+
+
+@dataclass(frozen=True)
+class AppEvents:
+    """CHANNEL_EXECUTE and CHANNEL_EXECUTE_COMPLETE of an application the controller queued
+    before its decision (``set``, ``sched_hangup``...), from recording 3b, where the probe's
+    ``set`` produced exactly this pair when the channel left park."""
+
+    execute: Message
+    complete: Message
+    recorded_base_us: int
+
+    def render(self, values: Values, app: str, arg: str) -> bytes:
+        own = Values(time.time_ns() // 1000 - self.recorded_base_us, **values)
+        own["APP_NAME"], own["APP_ARG"] = app, fs_url_encode(arg)
+        return self.execute.render(own) + self.complete.render(own)
+
+
+def load_app_events(variables: dict[str, str] | None = None) -> AppEvents:
+    name = "3b_busy_continue_on_fail"
+    blocks = [json.loads(line) for line in (RECORDINGS / f"{name}.jsonl").read_text().splitlines()
+              if line.strip()]
+    blocks = [b for b in blocks if b["dir"] in ("send", "recv")]
+    ids = _ids(blocks)
+    marker = _Marker(ids, fs_url_encode("continue_on_fail=true"), variables or {},
+                     app_name="set")
+    found = {}
+    for block in blocks:
+        if block["dir"] != "recv":
+            continue
+        for text in _split(block["data"]):
+            for event in ("CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE"):
+                if f"Event-Name: {event}\n" in text and "\nApplication: set\n" in text:
+                    found.setdefault(event, marker.message(text))
+    return AppEvents(found["CHANNEL_EXECUTE"], found["CHANNEL_EXECUTE_COMPLETE"], ids["base_us"])
