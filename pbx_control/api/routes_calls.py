@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -24,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
 
+# What the PBXs record to (FreeSWITCH record_session, Asterisk MixMonitor): wav, or mp3/ogg
+# where configured. Fixed here rather than guessed from the host's MIME table.
+MEDIA_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,32}$")]
 Ident = Annotated[str | None, Query(min_length=1, max_length=128, pattern=PRINTABLE)]
 
@@ -63,7 +65,8 @@ def call(record_id: RecordId, who: Caller = Depends(caller),
 
 
 @router.get("/{record_id}/recording", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}, "audio/wav": {}}},
+            responses={200: {"content": {t: {} for t in (*MEDIA_TYPES.values(),
+                                                          "application/octet-stream")}},
                        **documented(400, 404)})
 def recording(record_id: RecordId, who: Caller = Depends(caller),
               svc: Services = Depends(services)) -> FileResponse:
@@ -72,7 +75,7 @@ def recording(record_id: RecordId, who: Caller = Depends(caller),
         path = get_record(session, who.customer_id, record_id).recording_path
 
     file = _inside_recordings(path, svc)
-    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    media_type = MEDIA_TYPES.get(file.suffix.lower(), "application/octet-stream")
     return FileResponse(file, media_type=media_type, filename=f"{record_id}{file.suffix}")
 
 
