@@ -7,6 +7,7 @@ are about the protocol: the linger notice, garbage, concurrency, the inbound sid
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -215,11 +216,21 @@ def test_the_tracker_hands_each_end_to_exactly_one_reporter():
 
 def test_open_records_are_not_scanned_for_the_end_of_a_call_already_recorded(setup):
     calls = []
-    setup.core.open_records = lambda: calls.append(1) or []
+    setup.controller.core.open_records = lambda: calls.append(1) or []
     result = setup.double.call(caller=A, dialed=X)
     end = setup.inbound.published[-1]
+    assert poll(lambda: len(setup.controller.tracker) == 0)  # the session has finished
 
     setup.controller.inbound.on_hangup_complete(Event(end))  # a late duplicate of the end
     gevent.sleep(0)  # a lookup, if one was spawned, would run now
 
     assert result.exit_received and calls == []
+
+
+def poll(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        gevent.sleep(0.01)
+    return True
