@@ -288,6 +288,12 @@ def test_an_unknown_binding_is_404(client):
 # -- groups and AXG -----------------------------------------------------------------------------
 
 
+def test_a_group_with_a_malformed_member_is_not_created_at_all(client):
+    problem(client.post("/v1/groups", json={"name": "vip", "members": [B, "+861380"]}),
+            400, "invalid_input", "member")
+    assert client.get("/v1/groups").json() == []
+
+
 def test_groups_members_and_an_axg_binding(client):
     created = client.post("/v1/groups", json={"name": "vip", "members": [B]})
     assert created.status_code == 201, created.text
