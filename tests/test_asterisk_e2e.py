@@ -93,6 +93,8 @@ def test_b_calls_a_through_x_and_a_hangs_up_last(bound, settings):
                               "q850_cause": None}),
     ("answered_callee_hangs_up", {"outcome": "answered", "hangup_by": "callee",
                                   "sip_status": 200, "q850_cause": 16}),
+    ("answered_caller_hangs_up", {"outcome": "answered", "hangup_by": "caller",
+                                  "sip_status": 200, "q850_cause": 16}),
 ])
 def test_call_ends_are_recorded_with_the_shared_outcomes(bound, settings, name, expected):
     record = run(run_scenario(name, bound, settings, caller=A, x=X))
@@ -259,8 +261,14 @@ def test_new_calls_while_the_controller_is_away_get_603_from_asterisk(bound, set
     assert refused is None and results == [{"status": 603, "q850": 16}]
 
 
-def test_every_scenario_name_runs(bound, settings):
-    assert set(SCENARIOS) >= {"answered_caller_hangs_up", "busy", "disconnect_mid_call"}
+def test_disconnect_scenario_completes_the_record_as_reconciled(bound, settings):
+    record = run(run_scenario("disconnect_mid_call", bound, settings, caller=A, x=X))
+    assert (record["outcome"], record["sip_status"], record["reconciled"]) == (
+        "answered", 200, True)
+
+
+def test_unknown_scenario_name_is_refused_before_anything_runs(bound, settings):
+    assert "nonsense" not in SCENARIOS
     with pytest.raises(ValueError):
         run(run_scenario("nonsense", bound, settings, caller=A, x=X))
     with bound.session() as session:

@@ -114,9 +114,15 @@ class AsteriskController:
                 event = reader.result()
                 if event is None:
                     return
-                self.app.handle(event)
+                self._handle(event)
         finally:
             stopper.cancel()
+
+    def _handle(self, event: dict) -> None:
+        try:
+            self.app.handle(event)
+        except Exception:  # noqa: BLE001 - one bad event must not stop the event stream
+            logger.exception("event %s not handled", str(event.get("type"))[:40])
 
     async def _reconcile_loop(self, connected_at: datetime) -> None:
         while True:
@@ -124,6 +130,8 @@ class AsteriskController:
                 await reconcile(self.client, self.app, self._calls, connected_at)
             except AriError as exc:
                 logger.warning("reconcile failed: %s", exc)
+            except Exception:  # noqa: BLE001 - retried at the next pass
+                logger.exception("reconcile failed")
             await asyncio.sleep(RECONCILE_EVERY_S)
 
     async def _sleep(self, delay: float) -> None:
