@@ -342,3 +342,26 @@ def test_shared_scenarios_run_by_name(bound, settings, name):
                 "disconnect_mid_call": "answered"}
     assert record["outcome"] == expected[name]
     assert set(SCENARIOS) >= {name}
+
+
+def test_a_call_on_an_ax_number_owned_by_a_softphone_rings_the_registered_user(
+        bound, settings):
+    # A carrier call's channel has no domain_name (recording 1_answered; 8a has one only
+    # because the user authenticated), so the template names the global `domain`.
+    settings.freeswitch.softphone_dial = "user/{user}@${{domain}}"
+    now = datetime.now(UTC)
+    with bound.session() as session:
+        from pbx_control.customers import customer_by_name
+        customer = customer_by_name(session, "acme")
+        add_numbers(session, customer.id, ["+8617000000003"], now=now)
+        add_softphone(session, customer.id, "1002", "+8613900000002", now)
+        bind(session, customer.id, BindRequest(mode=Mode.AX, a="+8613900000002",
+                                               x="+8617000000003", softphone="1002"),
+             now=now, settings=settings)
+    with Harness(settings, bound) as h:
+        played = h.run("answered", caller=STRANGER, dialed="8617000000003")
+
+    assert played.result.bridge == (
+        "{origination_caller_id_number=8617000000003,origination_caller_id_name=8617000000003,"
+        "originate_timeout=20}user/1002@${domain}")
+    assert (played.record["reason"], played.record["outcome"]) == ("to_owner", "answered")
