@@ -346,9 +346,9 @@ def test_shared_scenarios_run_by_name(bound, settings, name):
 
 def test_a_call_on_an_ax_number_owned_by_a_softphone_rings_the_registered_user(
         bound, settings):
-    # A carrier call's channel has no domain_name (recording 1_answered; 8a has one only
-    # because the user authenticated), so the template names the global `domain`.
-    settings.freeswitch.softphone_dial = "user/{user}@${{domain}}"
+    # A carrier call's channel has no domain_name of its own (recording 1_answered; 8a has
+    # one because the user authenticated): ${domain_name} resolves to the global that
+    # freeswitch-conf/vars.xml sets.
     now = datetime.now(UTC)
     with bound.session() as session:
         from pbx_control.customers import customer_by_name
@@ -363,5 +363,5 @@ def test_a_call_on_an_ax_number_owned_by_a_softphone_rings_the_registered_user(
 
     assert played.result.bridge == (
         "{origination_caller_id_number=8617000000003,origination_caller_id_name=8617000000003,"
-        "originate_timeout=20}user/1002@${domain}")
+        "originate_timeout=20}user/1002@${domain_name}")
     assert (played.record["reason"], played.record["outcome"]) == ("to_owner", "answered")
