@@ -331,3 +331,20 @@ def test_asterisk_ends_the_call_at_the_binding_maximum_and_the_record_says_pbx()
     ended = run(scenario())
     assert ended["outcome"] == "answered" and ended["hangup_by"] == "pbx"
     assert ended["sip_status"] == 200
+
+
+def test_caller_hanging_up_while_the_decision_is_made_is_a_cancelled_call_and_no_far_leg():
+    calls = FakeCalls(connect(), delay_s=0.5)
+
+    async def scenario():
+        async with Harness(None, settings(), calls=calls) as h:
+            caller_id = await h.double.incoming_call(A, X)
+            await h.double.wait_until(lambda: calls.routed)
+            await h.double.party_hangup(caller_id)
+            calls._released.set()
+            return h.double, await wait_ended(calls)
+
+    ari, ended = run(scenario())
+    assert ended["outcome"] == "cancelled" and ended["hangup_by"] == "caller"
+    assert ended["sip_status"] == 487
+    assert not ari.requests_to("POST", r"/channels/create$")

@@ -257,10 +257,11 @@ class Call:
     async def _on_answer(self, decision: Connect) -> None:
         if self.answered:
             return
+        await self._client.answer(self.id)
+        # Events are handled one at a time per call: no second answer can slip in before this.
         self.answered = True
         self._answered_at = time.monotonic()
         self._limit_s = self._max_call_s(decision)
-        await self._client.answer(self.id)
         await self._event("answered")
         limit = str(self._max_call_s(decision))
         for channel_id in (self.id, self.far_id):

@@ -77,7 +77,7 @@ class AsteriskController:
                 if self._stop.is_set():
                     break
                 delay = self._backoff.next()
-                logger.warning("ARI events closed; reconnecting in %.1fs", delay)
+                logger.warning("ARI: reconnecting in %.1fs", delay)
                 await self._sleep(delay)
         finally:
             await self.app.close()
