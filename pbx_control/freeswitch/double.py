@@ -34,6 +34,7 @@ import gevent
 from gevent import socket
 
 from . import recordings as rec
+from .commands import CAUSES
 from .double_channel import CAUSE_TO_SIP, SIP_TO_CAUSE, Caller, Channel, cause_code
 from .protocol import deadline_in
 
@@ -227,12 +228,11 @@ class _Call:
         kind = headers.get("call-command")
         if kind == "hangup":
             cause = headers.get("hangup-cause", "NORMAL_CLEARING")
-            if cause not in CAUSE_TO_SIP and cause not in ("ALLOTTED_TIMEOUT",):
+            if cause not in CAUSES:
                 self._reply("-ERR invalid hangup cause")
                 return
             self._reply("+OK")
-            self._park()
-            self._controller_hangup(cause)
+            self._controller_hangup(cause)  # no CHANNEL_PARK first (recording 2b)
             return
         app = headers.get("execute-app-name", "")
         if kind != "execute" or app not in APPS:
