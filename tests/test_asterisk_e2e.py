@@ -97,7 +97,7 @@ def test_b_calls_a_through_x_and_a_hangs_up_last(bound, settings):
                                   "sip_status": 200, "q850_cause": 16}),
 ])
 def test_call_ends_are_recorded_with_the_shared_outcomes(bound, settings, name, expected):
-    record = run(run_scenario(name, bound, settings, caller=A, x=X))
+    record = run_scenario(name, bound, settings, caller=A, x=X)
     assert {k: record[k] for k in expected} == expected
     assert record["reconciled"] is False
 
@@ -121,7 +121,7 @@ def test_expired_binding_is_refused(bound, settings):
         session.execute(update(Binding).where(Binding.mode == "axb").values(
             expires_at=datetime.now(UTC) - timedelta(minutes=1)))
 
-    record = run(run_scenario("refused", bound, settings, caller=A, x=X))
+    record = run_scenario("refused", bound, settings, caller=A, x=X)
     assert (record["reason"], record["sip_status"], record["q850_cause"]) == ("expired", 403, 21)
 
 
@@ -262,7 +262,7 @@ def test_new_calls_while_the_controller_is_away_get_603_from_asterisk(bound, set
 
 
 def test_disconnect_scenario_completes_the_record_as_reconciled(bound, settings):
-    record = run(run_scenario("disconnect_mid_call", bound, settings, caller=A, x=X))
+    record = run_scenario("disconnect_mid_call", bound, settings, caller=A, x=X)
     assert (record["outcome"], record["sip_status"], record["reconciled"]) == (
         "answered", 200, True)
 
@@ -270,7 +270,7 @@ def test_disconnect_scenario_completes_the_record_as_reconciled(bound, settings)
 def test_unknown_scenario_name_is_refused_before_anything_runs(bound, settings):
     assert "nonsense" not in SCENARIOS
     with pytest.raises(ValueError):
-        run(run_scenario("nonsense", bound, settings, caller=A, x=X))
+        run_scenario("nonsense", bound, settings, caller=A, x=X)
     with bound.session() as session:
         assert session.scalars(select(CallRecord)).first() is None
 

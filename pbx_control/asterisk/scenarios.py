@@ -1,8 +1,9 @@
 """Named call scenarios run through the real controller against the ARI double.
 
 For tests and the shared FreeSWITCH/Asterisk scenario table: ``run_scenario(name, store,
-settings, caller=..., x=...)`` places one call on the double with the real ``CallService``
-over ``store`` and returns the finished call record as ``records.record_dict`` gives it.
+settings, caller=..., x=...)`` (blocking; ``run_scenario_async`` on a running loop) places
+one call on the double with the real ``CallService`` over ``store`` and returns the finished
+call record as ``records.record_dict`` gives it.
 Bindings, numbers and softphones are the caller's to set up in ``store`` beforehand.
 """
 
@@ -120,15 +121,26 @@ class Harness:
         return caller_id, far.id
 
 
-async def run_scenario(name: str, store, settings, caller: str, x: str, **call) -> dict:
-    """Run scenario ``name`` (one of ``SCENARIOS``) and return the call record."""
+def run_scenario(name: str, store, settings, caller: str, x: str, **call) -> dict:
+    """Run scenario ``name`` (one of ``SCENARIOS``) on a loop of its own; the call record.
+
+    The same signature as ``pbx_control.freeswitch.harness.run_scenario``, for the shared
+    scenario table. ``call`` goes to ``AriDouble.incoming_call`` (entry, endpoint, name).
+    """
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}")
+    return asyncio.run(run_scenario_async(name, store, settings, caller, x, **call))
+
+
+async def run_scenario_async(name: str, store, settings, caller: str, x: str, **call) -> dict:
+    """``run_scenario`` on the running loop."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}")
     settings = copy.deepcopy(settings)
     if name == "no_answer":
         settings.asterisk.ring_timeout_s = 1
     async with Harness(store, settings) as h:
-        return await _play(name, h, caller, x, call)
+        return await _play(name, h, caller.lstrip("+"), x.lstrip("+"), call)
 
 
 async def _play(name: str, h: Harness, caller: str, x: str, call: dict) -> dict:
