@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
                    help="PostgreSQL server where the run's own database is created")
     p.add_argument("--keep-database", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--switch-interval", type=float,
+                   help="experiment: the controller's GIL switch interval in seconds "
+                        "(Python's default is 0.005)")
     p.add_argument("--profile", type=Path,
                    help="record pbx-control with py-spy during the run (collapsed stacks "
                         "to this file, top functions printed); needs py-spy installed")
@@ -119,7 +122,8 @@ def start_controller(run: Run, name: str = OURS, node: str = "bench",
     port = procs.free_port()
     config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
                                            port, procs.free_port(), node=node, extra=extra)
-    argv = procs.controller_argv(config, port)
+    argv = procs.controller_argv(config, port,
+                                 switch_interval=getattr(run.args, "switch_interval", None))
     # The inbound event socket is required configuration; nothing listens on its port here.
     env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
     return procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env).start()

@@ -148,9 +148,17 @@ class Child:
             self.process.wait()
 
 
-def controller_argv(config_path: Path, port: int, log_level: str = "WARNING") -> list[str]:
-    """``pbx-control serve freeswitch`` with this interpreter (the one of the venv)."""
-    return [sys.executable, "-c", "from pbx_control.cli.main import main; main()",
+def controller_argv(config_path: Path, port: int, log_level: str = "WARNING",
+                    switch_interval: float | None = None) -> list[str]:
+    """``pbx-control serve freeswitch`` with this interpreter (the one of the venv).
+
+    ``switch_interval`` (seconds) replaces Python's 5 ms GIL switch interval in the
+    controller, for the experiment in docs/benchmarks.md; None leaves the default.
+    """
+    code = "from pbx_control.cli.main import main; main()"
+    if switch_interval is not None:
+        code = f"import sys; sys.setswitchinterval({float(switch_interval)!r}); {code}"
+    return [sys.executable, "-c", code,
             "--config", str(config_path), "--log-level", log_level,
             "serve", "freeswitch", "--host", "127.0.0.1", "--port", str(port)]
 
