@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .peer import CallResult, Cases, PeerConfig, place_call
-from .procs import machine_busy
+from .procs import machine_busy, postgres_cpu_seconds
 from .workload import CallSpec
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Stage:
     rss_kb: list[int] = field(default_factory=list)
     peak_rss_kb: int = 0
     controller_cpu_s: float = 0.0
+    postgres_cpu_s: float = 0.0
     machine_busy_s: float = 0.0
     machine_total_s: float = 0.0
 
@@ -99,6 +100,7 @@ async def run_stage(label: str, calls: Iterator[CallSpec], cases: Cases, config:
     cpu_before = _cpu_s()
     controller_before = watched.cpu_s() if watched else 0.0
     busy_before, total_before = machine_busy()
+    postgres_before = postgres_cpu_seconds()
 
     tasks = []
     start = loop.time() + 0.05
@@ -118,6 +120,7 @@ async def run_stage(label: str, calls: Iterator[CallSpec], cases: Cases, config:
     stage.wall_s = loop.time() - start
     busy, total = machine_busy()
     stage.machine_busy_s, stage.machine_total_s = busy - busy_before, total - total_before
+    stage.postgres_cpu_s = postgres_cpu_seconds() - postgres_before
     if watched:
         sampler.cancel()
         stage.controller_cpu_s = watched.cpu_s() - controller_before
@@ -167,6 +170,7 @@ def stage_row(stage: Stage) -> dict:
         "peak RSS MB": f"{stage.peak_rss_kb / 1024:.0f}" if stage.peak_rss_kb else "-",
         "gen lag ms": ms(stage.max_lag_s),
         "ctl CPU %": _percent(stage.controller_cpu_s, stage.wall_s),
+        "PG CPU %": _percent(stage.postgres_cpu_s, stage.wall_s),
         "gen CPU %": _percent(stage.generator_cpu_s, stage.wall_s),
         "host CPU %": _percent(stage.machine_busy_s, stage.machine_total_s),
     }
