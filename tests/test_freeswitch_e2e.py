@@ -365,3 +365,12 @@ def test_a_call_on_an_ax_number_owned_by_a_softphone_rings_the_registered_user(
         "{origination_caller_id_number=8617000000003,origination_caller_id_name=8617000000003,"
         "originate_timeout=20}user/1002@${domain_name}")
     assert (played.record["reason"], played.record["outcome"]) == ("to_owner", "answered")
+
+
+def test_a_caller_gone_before_linger_took_effect_still_leaves_a_complete_record(harness):
+    played = harness.run("hangup_before_linger", caller=A, dialed=X)
+
+    assert "linger" in played.commands and not played.result.exit_received
+    record = played.record
+    assert (record["decision"], record["outcome"], record["hangup_by"]) == (
+        "connect", "cancelled", "caller")

@@ -16,6 +16,8 @@ to the controller's commands with the recorded events of the chosen scenario:
 - ``cancel``: the caller cancels while B rings (4_cancel)
 - ``socket_lost``: the socket breaks after the bridge; the end goes to the inbound double
 - ``hangup_early``: the caller hangs up before the controller has decided
+- ``hangup_before_linger``: the caller hangs up before ``linger`` took effect: FreeSWITCH
+  sends the end and closes the socket at once (as without linger, recording 1c)
 
 Refusals are driven by the controller: ``respond <status>`` (2a) and ``hangup <cause>``
 (2b). Commands not in the recordings (the privacy ``set``s over the socket, ``sched_hangup``,
@@ -41,7 +43,7 @@ from .protocol import deadline_in
 logger = logging.getLogger(__name__)
 
 SCENARIOS = ("answered", "callee_hangs_up", "busy", "no_answer", "cancel", "socket_lost",
-             "hangup_early")
+             "hangup_early", "hangup_before_linger")
 APPS = frozenset({
     "set", "export", "bridge", "respond", "hangup", "pre_answer", "playback",
     "record_session", "sched_hangup", "answer", "ring_ready", "multiset", "unset", "park",
@@ -208,6 +210,10 @@ class _Call:
         elif verb in REPLIES:
             self.myevents = self.myevents or verb == "myevents"
             self.linger = verb == "linger" or (self.linger and verb != "nolinger")
+            if verb == "linger" and self.scenario == "hangup_before_linger":
+                self.linger = False  # too late: the channel is already gone
+                self._hangup_tail("ORIGINATOR_CANCEL", "recv_cancel")  # closes: no linger
+                return
             self._reply(REPLIES[verb])
             if verb == "linger" and self.scenario == "hangup_early":
                 self._hangup_tail("ORIGINATOR_CANCEL", "recv_cancel")
@@ -400,6 +406,8 @@ class _Call:
 
     def _scenario_hangup_early(self) -> None:
         pass  # the caller already hung up after `linger`; the bridge finds no channel
+
+    _scenario_hangup_before_linger = _scenario_hangup_early
 
     # --- hangups --------------------------------------------------------------------------
 

@@ -144,6 +144,7 @@ class InboundConnection:
                              tracked.controller_hangup)
             return
         if cmd.is_uuid(uuid) and not self.tracker.recently_done(uuid):
+            self.tracker.orphan_end(uuid, event)
             gevent.spawn(self._end_untracked, uuid, event)
 
     def _end_untracked(self, uuid: str, event: Event) -> None:

@@ -79,8 +79,16 @@ class CallSession:
         self.info = read_channel(reply.headers, self.settings)
         logger.debug("call %s: %s from %s to %s", self.uuid, self.info.entry.value,
                      mask(self.info.caller_raw or self.info.username), mask(self.info.dialed_raw))
-        self._command(cmd.MYEVENTS)
-        self._command(cmd.LINGER)
+        try:
+            self._command(cmd.MYEVENTS)
+            self._command(cmd.LINGER)
+        except Gone:
+            # The caller hung up before `linger` took: FreeSWITCH closed at once. The call
+            # is still decided and recorded; the inbound connection's end completes it.
+            self._record_lost_call()
+            if self.end is not None:
+                self._record_end(self.end)
+            raise
 
         try:
             routed = self.core.decide(self.info)
@@ -90,6 +98,16 @@ class CallSession:
             self._act(routed)
         self._follow()
         self._exit()
+
+    def _record_lost_call(self) -> None:
+        try:
+            routed = self.core.decide(self.info)
+        except Unavailable:
+            self.record_id = self.core.refuse_unavailable(self.info)
+            return
+        self.record_id = routed.record_id
+        if routed.record_id is not None and routed.decision.connected:
+            self.tracked = self.tracker.add(self.uuid, routed.record_id)
 
     # --- acting on the decision -----------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Tracker:
     def __init__(self):
         self._calls: dict[str, Tracked] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._orphans: OrderedDict[str, Event] = OrderedDict()
         self._lock = threading.Lock()
 
     def _forget(self, uuid: str) -> None:
@@ -56,9 +57,18 @@ class Tracker:
             return uuid in self._recent
 
     def add(self, uuid: str, record_id: str) -> Tracked:
+        """Follow a decided call; an end the inbound side saw first is attached to it."""
         with self._lock:
             tracked = self._calls[uuid] = Tracked(record_id)
+            tracked.inbound_end = self._orphans.pop(uuid, None)
             return tracked
+
+    def orphan_end(self, uuid: str, event: Event) -> None:
+        """Keep an end for a call not (yet) followed: its decision may still be running."""
+        with self._lock:
+            self._orphans[uuid] = event
+            if len(self._orphans) > self.RECENT:
+                self._orphans.popitem(last=False)
 
     def get(self, uuid: str) -> Tracked | None:
         with self._lock:
