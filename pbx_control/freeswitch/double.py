@@ -148,6 +148,9 @@ class _Call:
     def run(self) -> CallResult:
         self.sock = socket.create_connection((self.double.host, self.double.port),
                                              timeout=self.double.timeout)
+        # A reply and the events after it are separate writes, as FreeSWITCH makes them;
+        # without this, Nagle holds the second until the first is acknowledged (~40 ms).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.double.inbound is not None:
             self.double.inbound.add_channel(self.ch)
         try:

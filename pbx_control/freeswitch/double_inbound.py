@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from gevent import socket
 from gevent.server import StreamServer
 
 from . import recordings as rec
@@ -87,6 +88,7 @@ class InboundDouble:
     # --- the connection -------------------------------------------------------------------
 
     def _handle(self, sock, _address) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         subscriber = _Subscriber(sock)
         sock.sendall(b"Content-Type: auth/request\n\n")
         buffer, authed = b"", False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from gevent import socket
 from gevent.server import StreamServer
 
 from ..config import FreeSwitchSettings
@@ -71,6 +72,8 @@ class OutboundServer:
             logger.warning("closed a connection from %s: not a configured PBX address", peer)
             sock.close()
             return
+        # Commands are small and each waits for its reply: no Nagle delay on them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.active += 1
         try:
             CallSession(Connection(sock, peer), self.settings, self.core, self.tracker).run()
