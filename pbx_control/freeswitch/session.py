@@ -148,6 +148,8 @@ class CallSession:
             command, self.recording_path = cmd.record_session(
                 self.settings.recordings_dir, self.record_id)
             commands.append(command)
+        # FreeSWITCH enforces the limit itself, so it holds while the controller is gone.
+        # It counts from now: the ringing (up to ring_timeout_s) is inside the limit.
         commands.append(cmd.sched_hangup(decision.max_call_s or self.settings.max_call_s))
         far = {
             "origination_caller_id_number": shown,
