@@ -77,8 +77,11 @@ def test_b_calls_a_through_x_and_a_hangs_up_last(bound, settings):
             return h.double, caller_id, await h.record(caller_id)
 
     ari, caller_id, record = run(scenario())
-    assert ari.requests_to("POST", r"/channels/create$")[0].params["endpoint"] == (
-        f"PJSIP/{A}@carrier")
+    create = ari.requests_to("POST", r"/channels/create$")[0]
+    assert create.params["endpoint"] == f"PJSIP/{A}@carrier"
+    assert {k: v for k, v in create.body["variables"].items() if "TIMEOUT" not in k} == {
+        "CALLERID(num)": X, "CALLERID(name)": X, "CONNECTEDLINE(num)": X,
+        "CONNECTEDLINE(name)": X}
     assert not any("caller" in r.params for r in ari.requests)
     assert essentials(record)["reason"] == "b_to_a"
     assert record["outcome"] == "answered" and record["hangup_by"] == "callee"
@@ -293,3 +296,17 @@ def test_caller_left_alone_by_a_far_side_that_hung_up_unseen_is_hung_up_at_recon
     assert ari.caller_results[caller_id]["bye"] is True
     assert (record["outcome"], record["hangup_by"], record["reconciled"]) == (
         "answered", "callee", True)
+
+
+def test_asterisk_not_answering_rest_in_time_fails_the_call_503(bound, settings):
+    async def scenario():
+        async with Harness(bound, settings, rest_timeout_s=0.3) as h:
+            h.double.stall("POST", r"/ari/bridges$")
+            caller_id = await h.double.incoming_call(A, X)
+            return h.double.caller_results, caller_id, await h.record(caller_id)
+
+    results, caller_id, record = run(scenario())
+    assert results[caller_id] == {"status": 503, "q850": 41}
+    assert essentials(record) == {
+        "decision": "connect", "reason": "a_to_b", "outcome": "failed",
+        "hangup_by": "controller", "sip_status": 503, "q850_cause": 41, "reconciled": False}
