@@ -310,3 +310,23 @@ def test_asterisk_not_answering_rest_in_time_fails_the_call_503(bound, settings)
     assert essentials(record) == {
         "decision": "connect", "reason": "a_to_b", "outcome": "failed",
         "hangup_by": "controller", "sip_status": 503, "q850_cause": 41, "reconciled": False}
+
+
+def test_a_bridged_call_a_restart_left_up_is_adopted_and_its_end_recorded(bound, settings):
+    async def scenario():
+        async with Harness(bound, settings) as h:
+            ari = h.double
+            caller_id, far_id = await h.answered_call(A, X)
+            await h.wait_recorded(caller_id, "answered_at")
+            await h.stop_controller()
+            await h.start_controller()
+            await ari.wait_until(lambda: caller_id in h.controller.app.followed())
+            await ari.party_hangup(far_id)
+            record = await h.record(caller_id)
+            await ari.wait_until(lambda: caller_id not in ari.channels and not ari.bridges)
+            return record
+
+    record = run(scenario())
+    assert (record["outcome"], record["hangup_by"], record["sip_status"]) == (
+        "answered", "callee", 200)
+    assert record["reconciled"] is False  # its end was seen, not inferred

@@ -67,6 +67,16 @@ class StasisApp:
         self.register(call.id, call)
         self._spawn(call.run())
 
+    def adopt(self, caller: dict, far_id: str, bridge_id: str, record_id: str) -> None:
+        """Follow an answered, bridged call that a previous controller left up."""
+        entry = read_entry({"channel": caller}, self._settings)
+        call = Call(caller, entry, self._client, self._calls, self._settings, self)
+        call.adopt(far_id, bridge_id, record_id)
+        self.register(call.id, call)
+        self.register(far_id, call)
+        self._spawn(call.follow())
+        logger.info("call %s adopted after a restart", call.id)
+
     def reconciled(self, alive: set[str], listed_at: float) -> None:
         """Tell every live call which channels existed at ``listed_at`` (time.monotonic)."""
         event = {"type": RECONCILED, "alive": sorted(alive), "listed_at": listed_at}

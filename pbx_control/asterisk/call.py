@@ -96,6 +96,24 @@ class Call:
         finally:
             await self._cleanup()
 
+    def adopt(self, far_id: str, bridge_id: str, record_id: str) -> None:
+        """Take over an answered call found bridged at reconciliation (its limit, recording
+        and answer time are unknown here: Asterisk's own TIMEOUT(absolute) still holds)."""
+        self.far_id, self.bridge_id, self.record_id = far_id, bridge_id, record_id
+        self.answered = True
+        self._far_created = True
+        self._far_created_at = self._started
+
+    async def follow(self) -> None:
+        """The life of an adopted call: only its end is left to see."""
+        try:
+            await self._follow(None)
+        except asyncio.CancelledError:
+            self.bridge_id = None
+            raise
+        finally:
+            await self._cleanup()
+
     async def _decide(self):
         entry = self.entry
         if entry.kind == SOFTPHONE:
@@ -209,7 +227,7 @@ class Call:
 
     # Follow
 
-    async def _follow(self, decision: Connect) -> None:
+    async def _follow(self, decision: Connect | None) -> None:
         while not self.ended:
             event = await self.queue.get()
             try:
@@ -222,7 +240,7 @@ class Call:
             if end is not None:
                 await self._end_with(end)
 
-    async def _on_event(self, event: dict, decision: Connect) -> End | None:
+    async def _on_event(self, event: dict, decision: Connect | None) -> End | None:
         kind, channel = event.get("type"), event_channel_id(event)
         if kind == RECONCILED:
             return await self._on_reconciled(set(event["alive"]), event["listed_at"])
@@ -232,7 +250,8 @@ class Call:
             return self._caller_gone(event)
         return None
 
-    async def _on_far_event(self, kind: str, event: dict, decision: Connect) -> End | None:
+    async def _on_far_event(self, kind: str, event: dict, decision: Connect | None
+                            ) -> End | None:
         state = (event.get("channel") or event.get("peer") or {}).get("state")
         if kind == "StasisStart":
             await self._client.add_channel(self.bridge_id, self.far_id)

@@ -30,6 +30,7 @@ class Report:
     hung_up: list[str] = field(default_factory=list)
     bridges_deleted: list[str] = field(default_factory=list)
     records_completed: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
 
 
 async def reconcile(client: AriClient, app: StasisApp, calls, connected_at: datetime) -> Report:
@@ -53,13 +54,17 @@ async def reconcile(client: AriClient, app: StasisApp, calls, connected_at: date
     fars = {cid: far_leg_owner_of_channel(channels[cid]) for cid in mine}
     fars = {cid: owner for cid, owner in fars.items() if owner is not None}
 
+    open_records = await _open_records(calls)
     await _hang_up_alone(client, mine, fars, channels, bridges, report)
+    _adopt_pairs(app, mine, fars, channels, bridges, open_records, report)
+    followed = app.followed()
     old_bridges = [b for b in bridges if _created(b) < connected_at
                    and b.get("name", "").removeprefix("call-") not in followed]
     await _delete_empty_bridges(client, old_bridges, followed, report)
-    await _complete_records(calls, followed, channels, fars, report)
-    logger.info("reconciled: %d legs hung up, %d bridges deleted, %d records completed",
-                len(report.hung_up), len(report.bridges_deleted), len(report.records_completed))
+    await _complete_records(calls, open_records, followed, channels, fars, report)
+    logger.info("reconciled: %d legs hung up, %d bridges deleted, %d records completed, "
+                "%d calls adopted", len(report.hung_up), len(report.bridges_deleted),
+                len(report.records_completed), len(report.adopted))
     return report
 
 
@@ -89,14 +94,33 @@ async def _delete_empty_bridges(client, bridges, followed, report: Report) -> No
             pass
 
 
-async def _complete_records(calls, followed, channels, fars, report: Report) -> None:
-    alive = set(channels) - set(report.hung_up)
-    far_of = {owner: cid for cid, owner in fars.items() if owner}
+def _adopt_pairs(app, mine, fars, channels, bridges, open_records, report: Report) -> None:
+    """A bridged call a previous controller left up (a restart): follow it from here on, so
+    that its end is seen and its record completed like any other."""
+    by_uuid = {r.call_uuid: r for r in open_records if r.call_uuid}
+    for bridge in bridges:
+        members = bridge.get("channels") or []
+        if len(members) != 2 or not set(members) <= mine - set(report.hung_up):
+            continue
+        far = next((c for c in members if fars.get(c)), None)
+        caller = fars.get(far) if far else None
+        record = by_uuid.get(caller)
+        if caller in members and record is not None:
+            app.adopt(channels[caller], far, bridge["id"], record.id)
+            report.adopted.append(caller)
+
+
+async def _open_records(calls) -> list:
     try:
-        records = await asyncio.to_thread(calls.open_records)
+        return await asyncio.to_thread(calls.open_records)
     except StorageUnavailable:
         logger.warning("reconcile: open records not read (storage unavailable)")
-        return
+        return []
+
+
+async def _complete_records(calls, records, followed, channels, fars, report: Report) -> None:
+    alive = set(channels) - set(report.hung_up)
+    far_of = {owner: cid for cid, owner in fars.items() if owner}
     for record in records:
         uuid = record.call_uuid
         if not uuid or uuid in followed or uuid in alive:
