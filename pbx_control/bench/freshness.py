@@ -44,9 +44,11 @@ class Trials:
     first_call_right: int = 0
     trials: int = 0
     stale: int = 0  # expiry: calls started after expires_at and still connected
+    setups: list[float] = field(default_factory=list)  # set-up latency of every probe call
 
     def row(self) -> dict:
         worst = max(self.delays) if self.delays else None
+        setups = sorted(self.setups)
         return {
             "change": self.change, "trials x controllers": str(self.trials),
             "next call right": f"{self.first_call_right}/{self.trials}",
@@ -54,6 +56,7 @@ class Trials:
             "median ms": "-" if not self.delays else
             f"{sorted(self.delays)[len(self.delays) // 2] * 1000:.1f}",
             "stale calls": str(self.stale),
+            "probe set-up p50 ms": f"{setups[len(setups) // 2] * 1000:.1f}" if setups else "-",
         }
 
 
@@ -121,6 +124,8 @@ async def _until_one(trials: Trials, cases, config, spec: CallSpec, returned: fl
     first = True
     while loop.time() - returned < GIVE_UP_S:
         result = await place_call(spec, cases, config, str(uuid.uuid4()), 0)
+        if result.latency is not None:
+            trials.setups.append(result.latency)
         if result.ok:
             trials.delays.append(result.started + result.latency - returned)
             trials.first_call_right += first
@@ -153,6 +158,7 @@ async def _expiry(trials: Trials, cases, configs, config_file, index: int) -> No
 
 def _score_expiry(trials: Trials, results: list[CallResult], expires_mono: float) -> None:
     trials.trials += 1
+    trials.setups += [r.latency for r in results if r.latency is not None]
     after = sorted((r for r in results if r.started >= expires_mono and r.latency is not None),
                    key=lambda r: r.started)
     trials.stale += sum(1 for r in after if r.decision == "bridge")
