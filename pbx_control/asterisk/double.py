@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -105,8 +106,7 @@ class AriDouble:
                   Route("/ari/{path:path}", self._rest, methods=["GET", "POST", "DELETE", "PUT"])]
         config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=0,
                                 lifespan="off", log_level="warning", ws="websockets-sansio")
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # older uvicorn
+        self._server = _QuietServer(config)
         self._serve = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._serve.done():
@@ -361,6 +361,13 @@ class AriDouble:
         if chan.id in self.channels and chan.state != "Up":
             # case6: the dial timeout ends the leg with cause 19 / 480 and no final Dial event.
             self._end(chan, cause=19, destroyed=True, tech_cause=480)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: a test double must leave Ctrl-C to the test."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
 
 
 _CAUSE_TXT = {16: "Normal Clearing", 17: "User busy", 19: "User alerting, no answer",
