@@ -125,6 +125,9 @@ class Call:
             routed = await asyncio.wait_for(asyncio.to_thread(work),
                                             self._settings.decision_deadline_s)
         except (TimeoutError, StorageUnavailable) as exc:
+            # Known shortcoming: a late decision's thread runs on and may still write its
+            # attempt record beside the 'unavailable' one; reconciliation later completes it
+            # (reconciled, failed) since its channel is gone.
             logger.warning("call %s: no decision (%s): refused 503", self.id, type(exc).__name__)
             await self._refuse_unavailable()
             return None
