@@ -41,6 +41,21 @@ UNKNOWN = Refusal(404, 1, "UNALLOCATED_NUMBER")
 UNAVAILABLE = Refusal(503, 41, "NORMAL_TEMPORARY_FAILURE")
 
 
+# chan_pjsip turns a hangup cause into a SIP answer with its own table (hangup_cause2sip), which
+# has no entry for 41: an unmapped cause goes out as 603, as recorded for cause 16 (case2d).
+# 34 (congestion) is the cause it answers 503 for (recorded in case2c), so Asterisk refuses an
+# unavailable decision with 34. The call record keeps the table's Q.850 cause, so records of
+# both PBXs match; the cause Asterisk sent is kept as the PBX's raw cause.
+_ASTERISK_HANGUP_CAUSE = {41: 34}
+
+
+def asterisk_hangup_cause(q850: int | None) -> int | None:
+    """The ``reason_code`` for ARI's DELETE /channels that gives the table's SIP status."""
+    if q850 is None:
+        return None
+    return _ASTERISK_HANGUP_CAUSE.get(q850, q850)
+
+
 def refusal_for(reason: Reason) -> Refusal:
     """403 for every policy refusal, 404 for a number not (or no longer) in the pool, 503 when
     no decision could be made, so that the carrier can try another route."""

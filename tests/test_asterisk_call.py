@@ -234,7 +234,8 @@ def test_decision_missing_its_deadline_refuses_503_and_records_unavailable():
             return h.double, caller_id
 
     ari, caller_id = run(scenario())
-    assert ari.caller_results[caller_id] == {"status": 503, "q850": 41}
+    # chan_pjsip answers 503 for cause 34; it has no SIP answer for 41
+    assert ari.caller_results[caller_id] == {"status": 503, "q850": 34}
     assert calls.unavailable == [(A, X, caller_id)]
     assert not ari.requests_to("POST", r"/channels/create$")
 
@@ -248,7 +249,9 @@ def test_storage_down_refuses_503():
             await h.double.wait_until(lambda: caller_id in h.double.caller_results)
             return h.double.caller_results[caller_id]
 
-    assert run(scenario()) == {"status": 503, "q850": 41}
+    # chan_pjsip answers 503 for cause 34; it has no SIP answer for 41
+
+    assert run(scenario()) == {"status": 503, "q850": 34}
 
 
 def test_asterisk_not_answering_rest_in_time_fails_the_call_with_503():
@@ -264,7 +267,8 @@ def test_asterisk_not_answering_rest_in_time_fails_the_call_with_503():
     ari, caller_id, ended = run(scenario())
     assert ended["outcome"] == "failed" and ended["sip_status"] == 503
     assert ended["q850_cause"] == 41 and ended["hangup_by"] == "controller"
-    assert ari.caller_results[caller_id] == {"status": 503, "q850": 41}
+    # chan_pjsip answers 503 for cause 34; it has no SIP answer for 41
+    assert ari.caller_results[caller_id] == {"status": 503, "q850": 34}
 
 
 def test_many_calls_at_once_are_followed_independently():

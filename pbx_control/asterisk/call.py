@@ -88,7 +88,7 @@ class Call:
             raise
         except Exception:  # noqa: BLE001 - the catch-all of a call task: fail closed
             logger.exception("call %s: controller error; refusing/ending with 503", self.id)
-            await self._hangup(self.id, causes.UNAVAILABLE.q850)
+            await self._hangup(self.id, causes.asterisk_hangup_cause(causes.UNAVAILABLE.q850))
             if self.far_id and self._far_created:
                 await self._hangup(self.far_id, None)
             await self._finish(End(Outcome.FAILED, HangupBy.CONTROLLER, 503,
@@ -144,7 +144,7 @@ class Call:
 
     async def _refuse_unavailable(self) -> None:
         entry = self.entry
-        await self._hangup(self.id, causes.UNAVAILABLE.q850)
+        await self._hangup(self.id, causes.asterisk_hangup_cause(causes.UNAVAILABLE.q850))
         await asyncio.to_thread(self._calls.refuse_unavailable, entry.caller_raw,
                                 entry.dialed, self.id)
 
@@ -153,7 +153,7 @@ class Call:
         refusal = causes.refusal_for(reason)
         if self._settings.refuse_announcement:
             await self._announce(self._settings.refuse_announcement)
-        await self._hangup(self.id, refusal.q850)
+        await self._hangup(self.id, causes.asterisk_hangup_cause(refusal.q850))
 
     async def _announce(self, sound: str) -> None:
         """Early media before the refusal. Not recorded on a real Asterisk: per the ARI docs a
@@ -195,7 +195,7 @@ class Call:
             return False
         except AriError as exc:
             logger.warning("call %s: set-up failed: %s", self.id, exc)
-            await self._hangup(self.id, causes.UNAVAILABLE.q850)
+            await self._hangup(self.id, causes.asterisk_hangup_cause(causes.UNAVAILABLE.q850))
             await self._finish(End(Outcome.FAILED, HangupBy.CONTROLLER, 503,
                                    causes.UNAVAILABLE.q850))
             return False
@@ -354,7 +354,7 @@ class Call:
         """Hang up whichever leg is still there, then record the end."""
         if end.hangup_by != HangupBy.CALLER:
             code = None if self.answered else (end.q850 or causes.UNAVAILABLE.q850)
-            await self._hangup(self.id, code)
+            await self._hangup(self.id, causes.asterisk_hangup_cause(code))
         if self._far_created and end.hangup_by not in (HangupBy.CALLEE, HangupBy.PBX):
             await self._hangup(self.far_id, None)
         await self._finish(end)

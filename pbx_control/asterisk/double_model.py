@@ -81,9 +81,11 @@ class Bridge:
 
 
 # What the caller receives for DELETE /channels/{id} while not answered. Recorded: 21 -> 403,
-# 17 -> 486, 19 -> 480, 1 -> 404, no reason -> 603 (case2a-2h). 41 -> 503 is not recorded
-# (only reason=congestion, cause 34, gave 503): it follows PJSIP's Q.850 -> SIP table.
-_SIP_FOR_Q850 = {21: 403, 17: 486, 19: 480, 1: 404, 34: 503, 41: 503, 16: 603}
+# 17 -> 486, 19 -> 480, 1 -> 404, 34 (reason=congestion) -> 503, no reason (16) -> 603
+# (case2a-2h). The rest follows chan_pjsip's hangup_cause2sip table, where a cause it does not
+# list (16 and 41 among them) gives 603.
+_SIP_FOR_Q850 = {1: 404, 2: 404, 3: 404, 17: 486, 18: 408, 19: 480, 20: 480, 21: 403, 22: 410,
+                 27: 502, 28: 484, 29: 501, 31: 480, 34: 503, 42: 503}
 _Q850_FOR_REASON = {"rejected": 21, "busy": 17, "congestion": 34, "no_answer": 19,
                     "unallocated": 1, "normal": 16}
 
@@ -93,4 +95,4 @@ def sip_answer_for(params: dict) -> dict:
         q850 = int(params["reason_code"])
     else:
         q850 = _Q850_FOR_REASON.get(params.get("reason", ""), 16)
-    return {"status": _SIP_FOR_Q850.get(q850, 603 if q850 == 16 else 500), "q850": q850}
+    return {"status": _SIP_FOR_Q850.get(q850, 603), "q850": q850}
