@@ -18,6 +18,7 @@ from .storage import Store, utcnow
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
+EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,25 @@ def safe_run_once(store: Store, settings: Settings) -> Upkeep | None:
     except PbxControlError as exc:
         logger.warning("housekeeping pass failed: %s", exc.code)
         return None
+
+
+def every_greenlet(store: Store, settings: Settings, pool, interval_s: float = EVERY_S):
+    """Run passes forever in a greenlet (FreeSWITCH controller); the blocking database work
+    goes to ``pool``, gevent's thread pool, like the controller's own."""
+    import gevent
+
+    def loop() -> None:
+        while True:
+            pool.apply(safe_run_once, (store, settings))
+            gevent.sleep(interval_s)
+
+    return gevent.spawn(loop)
+
+
+async def every_async(store: Store, settings: Settings, interval_s: float = EVERY_S) -> None:
+    """Run passes forever as an asyncio task (Asterisk controller, HTTP API)."""
+    import asyncio
+
+    while True:
+        await asyncio.to_thread(safe_run_once, store, settings)
+        await asyncio.sleep(interval_s)

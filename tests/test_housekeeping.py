@@ -55,3 +55,56 @@ def test_given_released_dedicated_number_when_cooldown_ends_then_it_is_available
     with store.session() as s:
         number = s.query(Number).filter_by(e164="+8617000000002").one()
         assert number.state == "available"
+
+
+def _expired_binding(store, settings):
+    now = utcnow()
+    _, bound_id, _ = _setup(store, settings, now)
+    with store.session() as s:
+        s.get(Binding, bound_id).expires_at = now - timedelta(seconds=1)
+    return bound_id
+
+
+def _ended(store, binding_id) -> bool:
+    with store.session() as s:
+        return s.get(Binding, binding_id).ended_at is not None
+
+
+def test_asyncio_timer_sweeps_without_being_asked(sqlite_store):
+    import asyncio
+
+    settings = Settings()
+    bound_id = _expired_binding(sqlite_store, settings)
+
+    async def scenario():
+        task = asyncio.create_task(housekeeping.every_async(sqlite_store, settings, 0.01))
+        try:
+            for _ in range(500):
+                if await asyncio.to_thread(_ended, sqlite_store, bound_id):
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+        finally:
+            task.cancel()
+
+    assert asyncio.run(scenario())
+
+
+def test_gevent_timer_sweeps_without_being_asked(sqlite_store):
+    import gevent
+    from gevent.threadpool import ThreadPool
+
+    settings = Settings()
+    bound_id = _expired_binding(sqlite_store, settings)
+    pool = ThreadPool(2)
+
+    keeper = housekeeping.every_greenlet(sqlite_store, settings, pool, 0.01)
+    try:
+        for _ in range(500):
+            if pool.apply(_ended, (sqlite_store, bound_id)):
+                break
+            gevent.sleep(0.01)
+        assert pool.apply(_ended, (sqlite_store, bound_id))
+    finally:
+        keeper.kill()
+        pool.kill()

@@ -148,6 +148,7 @@ class AsteriskController:
 
 def run(settings: Settings) -> None:
     """Run the controller in the foreground until SIGINT/SIGTERM."""
+    from .. import housekeeping
     from ..calls import CallService
     from ..storage import Store
 
@@ -159,7 +160,11 @@ def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, controller.stop)
-        await controller.run()
+        keeper = asyncio.create_task(housekeeping.every_async(store, settings))
+        try:
+            await controller.run()
+        finally:
+            keeper.cancel()
 
     try:
         asyncio.run(main())

@@ -11,6 +11,7 @@ import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
+from .. import housekeeping
 from ..config import Settings
 from ..storage import Store
 from .core import CoreClient
@@ -70,6 +71,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
                          "PBX_CONTROL_FREESWITCH_ESL_PASSWORD (or ..._FILE)")
     store = Store(settings.database_url, application_name="pbx-control-freeswitch")
     controller = build(settings, store, host, port).start()
+    keeper = housekeeping.every_greenlet(store, settings, controller.pool)
     stopped = Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stopped.set)
@@ -77,5 +79,6 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
         stopped.wait()
     finally:
         logger.info("stopping: %d calls in progress", controller.server.active)
+        keeper.kill()
         controller.stop()
         store.dispose()
