@@ -96,6 +96,7 @@ def record_event(
     _check(kind, fields)
     at = max(as_utc(at), as_utc(record.started_at))
     if not _apply_times(record, kind, at):
+        _late_raw_cause(record, kind, fields)
         logger.debug("call %s: %s ignored (record %s)", record.call_uuid, kind, record.id)
         return None
 
@@ -111,6 +112,13 @@ def record_event(
     session.flush()
     logger.debug("call %s: %s (record %s)", record.call_uuid, kind, record.id)
     return record
+
+
+def _late_raw_cause(record: CallRecord, kind: str, fields: dict) -> None:
+    """A refusal is closed at decision time; the PBX's own cause for it only comes with the
+    hangup event afterwards. Keep that cause, and nothing else of the late event."""
+    if kind == "ended" and record.pbx_cause is None and fields.get("pbx_cause"):
+        record.pbx_cause = _clip(fields["pbx_cause"], _TEXT_LIMITS["pbx_cause"])
 
 
 def _check(kind: str, fields: dict) -> None:

@@ -136,6 +136,22 @@ def test_refused_event_ends_the_record(store, customer_id):
         assert [e.kind for e in events_of(session, record.id)] == ["refused"]
 
 
+def test_pbx_cause_arriving_after_a_refusal_is_kept_and_nothing_else(store, customer_id):
+    with store.session() as session:
+        record = attempt(session, customer_id, decision="refuse", reason="no_binding")
+        records.call_event(session, record.id, "refused", at=T0, sip_status=403,
+                           q850_cause=21, hangup_by="controller")
+
+        late = records.call_event(session, record.id, "ended", at=sec(5), outcome="failed",
+                                  sip_status=500, pbx_cause="CALL_REJECTED/21")
+
+        assert late is None
+        assert (record.pbx_cause, record.outcome, record.sip_status) == (
+            "CALL_REJECTED/21", "refused", 403)
+        assert as_utc(record.ended_at) == T0
+        assert [e.kind for e in events_of(session, record.id)] == ["refused"]
+
+
 def test_record_without_customer_queues_no_event(store):
     with store.session() as session:
         record = attempt(session, None, decision="refuse", reason="unknown_number")
