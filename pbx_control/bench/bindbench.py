@@ -27,7 +27,7 @@ from ..errors import PbxControlError
 from ..routing import Mode
 from ..storage import Store
 from ..storage.db import utcnow
-from . import procs, seed
+from . import experiments, procs, seed
 from .loadgen import format_table, now_utc
 from .workload import Workload, call_mix, fresh_party
 
@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="an already seeded database (seed_bindings)")
     p.add_argument("--admin-url", default=seed.DEFAULT_ADMIN_URL)
     p.add_argument("--keep-database", action="store_true")
+    p.add_argument("--experiment", action="append", choices=experiments.DATABASE, default=[],
+                   help="what-if change made to the benchmark's database before the run")
     return p
 
 
@@ -87,12 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         if created:
             result = seed.seed(url, workload)
             logger.info("seeded in %.1f s", result.seconds)
+        _experiments(url, args.experiment)
         phases, checks = run_phases(url, workload, args.clients, args.seconds)
         _report(url, args, phases, checks)
         return 0 if not checks["doubled_pairs"] and not checks["counter_mismatches"] else 1
     finally:
         if created and not args.keep_database:
             seed.drop_database(args.admin_url, url)
+
+
+def _experiments(url: str, names: list[str]) -> None:
+    if "least-used-index" in names:
+        with psycopg.connect(seed.libpq_url(url), autocommit=True) as conn:
+            conn.execute(experiments.LEAST_USED_INDEX)
+            conn.execute("ANALYZE numbers")
+        logger.warning("experiment: index ix_bench_numbers_least_used created on %s", url)
 
 
 def run_phases(url: str, workload: Workload, clients: int, seconds: float,
@@ -246,6 +257,8 @@ def _wrong(decision, spec) -> int:
 def _report(url: str, args, phases: list[PhaseResult], checks: dict) -> None:
     print(f"\nbench_bindings, {now_utc()}")
     print(f"machine: {procs.machine_summary(url)}")
+    if args.experiment:
+        print(f"EXPERIMENT, not the schema as shipped: {', '.join(args.experiment)}")
     print(f"database: {args.bindings} seeded AXB bindings on {args.numbers} numbers; "
           f"{args.seconds:g} s per timed phase\n")
     print(format_table([p.row() for p in phases]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import procs, profile, seed
+from . import experiments, procs, profile, seed
 from .loadgen import Stage, Watched, format_table, now_utc, rss_by_minute, run_stage, stage_row
 from .peer import Cases, PeerConfig
 from .workload import Workload, call_mix
@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--switch-interval", type=float,
                    help="experiment: the controller's GIL switch interval in seconds "
                         "(Python's default is 0.005)")
+    p.add_argument("--experiment", action="append", choices=experiments.CONTROLLER,
+                   default=[], help="what-if change applied in the controller (repeatable)")
     p.add_argument("--profile", type=Path,
                    help="record pbx-control with py-spy during the run (collapsed stacks "
                         "to this file, top functions printed); needs py-spy installed")
@@ -136,8 +138,8 @@ def start_controller(run: Run, name: str = OURS, node: str = "bench",
     port = procs.free_port()
     config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
                                            port, procs.free_port(), node=node, extra=extra)
-    argv = procs.controller_argv(config, port,
-                                 switch_interval=getattr(run.args, "switch_interval", None))
+    argv = procs.controller_argv(config, port, switch_interval=run.args.switch_interval,
+                                 experiments=run.args.experiment)
     # The inbound event socket is required configuration; nothing listens on its port here.
     env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
     return procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env).start()
@@ -243,6 +245,9 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
     args = run.args
     print(f"\nbench_calls, {now_utc()}")
     print(f"machine: {procs.machine_summary(run.database_url)}")
+    if args.experiment or args.switch_interval is not None:
+        print(f"EXPERIMENT, not the product as shipped: {', '.join(args.experiment)} "
+              f"switch interval {args.switch_interval or 'default'}")
     print(f"workload: {args.bindings} AXB bindings on {args.numbers} numbers, "
           f"{args.bound_share:.0%} of calls from a bound party, hold {args.hold:g} s, "
           f"failed = no right bridge or refusal within 1 s\n")

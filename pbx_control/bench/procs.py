@@ -165,13 +165,18 @@ class Child:
 
 
 def controller_argv(config_path: Path, port: int, log_level: str = "WARNING",
-                    switch_interval: float | None = None) -> list[str]:
+                    switch_interval: float | None = None,
+                    experiments: list[str] | None = None) -> list[str]:
     """``pbx-control serve freeswitch`` with this interpreter (the one of the venv).
 
-    ``switch_interval`` (seconds) replaces Python's 5 ms GIL switch interval in the
-    controller, for the experiment in docs/benchmarks.md; None leaves the default.
+    ``switch_interval`` (seconds) replaces Python's 5 ms GIL switch interval, and
+    ``experiments`` (``bench.experiments.CONTROLLER``) are applied in the controller process,
+    for the what-if runs of docs/benchmarks.md; by default the product runs as shipped.
     """
     code = "from pbx_control.cli.main import main; main()"
+    if experiments:
+        code = (f"from pbx_control.bench.experiments import apply; apply({list(experiments)!r})"
+                f"; {code}")
     if switch_interval is not None:
         code = f"import sys; sys.setswitchinterval({float(switch_interval)!r}); {code}"
     return [sys.executable, "-c", code,

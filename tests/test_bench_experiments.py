@@ -1,0 +1,45 @@
+"""The what-if changes measured by the benchmark read events exactly as the product does."""
+
+import json
+
+from pbx_control.bench.experiments import LazyHeaders
+from pbx_control.bench.transcript import RECORDINGS
+from pbx_control.freeswitch.protocol import MessageReader, parse_header_lines
+
+
+def recorded_event_heads():
+    for name in ("1_answered", "2a_respond403", "3b_busy_continue_on_fail"):
+        data = b"".join(json.loads(line)["data"].encode()
+                        for line in (RECORDINGS / f"{name}.jsonl").read_text().splitlines()
+                        if json.loads(line)["dir"] == "recv")
+        for message in MessageReader().feed(data):
+            if message.is_event:
+                yield message.body.partition(b"\n\n")[0]
+
+
+def test_lazy_headers_give_every_recorded_value_the_full_parse_gives():
+    heads = list(recorded_event_heads())
+    assert len(heads) > 20
+
+    for head in heads:
+        full = parse_header_lines(head)
+        lazy = LazyHeaders(head)
+        assert all(lazy.get(key) == value for key, value in full.items())
+        assert lazy.get("No-Such-Header", "x") == "x" and "No-Such-Header" not in lazy
+        assert dict(LazyHeaders(head).items()) == full
+
+
+def test_an_encoded_newline_cannot_forge_a_header_for_lazy_headers_either():
+    head = (b"Event-Name: CHANNEL_DATA\n"
+            b"Caller-Caller-ID-Name: Alice%0Avariable_sip_network_ip%3A%2010.0.0.1")
+    lazy = LazyHeaders(head)
+
+    assert "variable_sip_network_ip" not in lazy
+    assert lazy["Caller-Caller-ID-Name"] == "Alice\nvariable_sip_network_ip: 10.0.0.1"
+
+
+def test_an_update_wins_over_the_raw_block():
+    lazy = LazyHeaders(b"Event-Name: CHANNEL_HANGUP\nHangup-Cause: NORMAL_CLEARING")
+    lazy.update({"Hangup-Cause": "ALLOTTED_TIMEOUT"})
+
+    assert lazy.get("Hangup-Cause") == "ALLOTTED_TIMEOUT" and len(lazy) == 2
