@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import sys
@@ -174,6 +175,7 @@ async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
     args = run.args
     cases = Cases.load(DIALPLAN_VARIABLES)
     calls = call_mix(Workload(args.bindings, args.numbers), args.bound_share)
+    calls = itertools.chain([next(calls)], calls)  # the shuffle of the bindings, done now
     serial = 0
 
     async def stage(name: str, rate: float, seconds: float) -> Stage:
