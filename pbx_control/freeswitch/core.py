@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -21,6 +22,7 @@ from gevent.threadpool import ThreadPool
 
 from ..causes import UNAVAILABLE, HangupBy, Outcome
 from ..errors import PbxControlError, StorageUnavailable
+from ..failures import describe
 from ..numbers import mask
 from .channel import ChannelInfo, Entry
 
@@ -33,6 +35,33 @@ class Unavailable(Exception):
     """No decision in time, or storage down: the call is refused with 503."""
 
 
+@dataclass(frozen=True)
+class Raised:
+    """What a call in the pool raised, handed back as its value. An exception that leaves
+    the pool is printed by gevent's hub with the repr of the call, whose arguments are the
+    caller's and the dialed number; this way nothing leaves it."""
+
+    error: Exception
+
+
+def contained(func: Callable, args: tuple, kwargs: dict):
+    """Runs in the pool: ``func``'s value, or Raised. The pool is given this function and
+    not a partial, so even the context gevent would print names no argument."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - returned to the greenlet that waits for it
+        return Raised(exc)
+
+
+def guarded(what: str, func: Callable, *args, **kwargs) -> None:
+    """The body of a greenlet spawned for one call: the hub prints an exception that ends a
+    greenlet together with the greenlet's arguments (events, records, numbers)."""
+    try:
+        func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - logged here, by type and place only
+        logger.error("%s failed: %s", what, describe(exc))
+
+
 class CoreClient:
     """Runs CallService methods in a thread pool; each wait is bounded."""
 
@@ -42,7 +71,10 @@ class CoreClient:
         self.pool = pool or gevent.get_hub().threadpool
 
     def _run(self, deadline: float, func: Callable, *args, **kwargs):
-        return self.pool.spawn(func, *args, **kwargs).get(timeout=deadline)
+        value = self.pool.spawn(contained, func, args, kwargs).get(timeout=deadline)
+        if isinstance(value, Raised):
+            raise value.error
+        return value
 
     def decide(self, info: ChannelInfo):
         """Routed(decision, record_id); Unavailable when late or storage is down."""
@@ -52,27 +84,33 @@ class CoreClient:
         else:
             call = partial(self.service.route_inbound, info.caller_raw, info.dialed_raw,
                            info.uuid, trusted=info.entry == Entry.CARRIER)
-        result = self.pool.spawn(call)
+        result = self.pool.spawn(contained, call, (), {})
         try:
-            return result.get(timeout=self.deadline)
+            value = result.get(timeout=self.deadline)
         except gevent.Timeout:
             logger.warning("call %s: no decision within %.2f s", info.uuid, self.deadline)
             result.rawlink(self._close_late)
             raise Unavailable("decision deadline") from None
-        except StorageUnavailable:
+
+        if isinstance(value, Raised) and isinstance(value.error, StorageUnavailable):
             logger.warning("call %s: storage unavailable", info.uuid)
-            raise Unavailable("storage unavailable") from None
-        except Exception:
+            raise Unavailable("storage unavailable")
+        if isinstance(value, Raised):
             # Fail closed: a decision that broke is a refusal the carrier can route around.
-            logger.exception("call %s: the decision failed", info.uuid)
-            raise Unavailable("decision failed") from None
+            # Its message may quote the numbers: the type and place are logged, no more.
+            logger.error("call %s: the decision failed: %s", info.uuid, describe(value.error))
+            raise Unavailable("decision failed")
+        return value
 
     def _close_late(self, result) -> None:
         # Runs on the hub when the late decision finally returns: its record must not stay
         # open as if the call had been connected.
-        if not result.successful() or result.value.record_id is None:
+        if not result.successful() or isinstance(result.value, Raised):
             return
-        gevent.spawn(self.event, result.value.record_id, "ended", None,
+        if result.value.record_id is None:
+            return
+        gevent.spawn(guarded, "closing a late decision's record", self.event,
+                     result.value.record_id, "ended", None,
                      outcome=Outcome.REFUSED.value, hangup_by=HangupBy.CONTROLLER.value,
                      sip_status=UNAVAILABLE.sip_status, q850_cause=UNAVAILABLE.q850,
                      pbx_cause="NORMAL_TEMPORARY_FAILURE/41")
@@ -88,6 +126,10 @@ class CoreClient:
             logger.warning("call %s: 503 refusal not recorded (%s), caller %s", info.uuid,
                            type(exc).__name__, mask(caller))
             return None
+        except Exception as exc:  # noqa: BLE001 - the caller is refused 503 all the same
+            logger.error("call %s: 503 refusal not recorded: %s, caller %s", info.uuid,
+                         describe(exc), mask(caller))
+            return None
 
     def event(self, record_id: str, kind: str, at: datetime | None, **fields) -> bool:
         """One call event; False (logged) when it could not be stored in time."""
@@ -98,6 +140,9 @@ class CoreClient:
         except (gevent.Timeout, PbxControlError) as exc:
             logger.warning("record %s: %s event not stored (%s)", record_id, kind,
                            type(exc).__name__)
+            return False
+        except Exception as exc:  # noqa: BLE001 - one lost event must not end the session
+            logger.error("record %s: %s event not stored: %s", record_id, kind, describe(exc))
             return False
 
     def open_records(self) -> list:

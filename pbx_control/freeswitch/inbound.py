@@ -20,8 +20,9 @@ import gevent
 from gevent import socket
 
 from ..config import FreeSwitchSettings
+from ..failures import describe
 from . import commands as cmd
-from .core import CoreClient
+from .core import CoreClient, guarded
 from .outcome import ending, event_time, was_answered
 from .protocol import Connection, Event, Gone, Message, ProtocolError, Timeout, deadline_in
 from .tracker import Tracker
@@ -75,6 +76,11 @@ class InboundConnection:
                 if self._stopping:
                     return
                 logger.warning("inbound event socket: %s (retrying in %.0f s)", exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - e.g. storage down while reconciling
+                # Ending this greenlet would stop every later call end and reconciliation,
+                # and the hub would print the exception's message.
+                logger.error("inbound event socket: %s (retrying in %.0f s)", describe(exc),
+                             backoff)
             finally:
                 self.connected = False
                 if self.conn:
@@ -140,12 +146,14 @@ class InboundConnection:
             return
         if tracked is not None:
             if self.tracker.claim_end(uuid) is not None:
-                gevent.spawn(self.report_end, tracked.record_id, event, tracked.answered,
+                gevent.spawn(guarded, f"call {uuid}: recording its end", self.report_end,
+                             tracked.record_id, event, tracked.answered,
                              tracked.controller_hangup)
             return
         if cmd.is_uuid(uuid) and not self.tracker.recently_done(uuid):
             self.tracker.orphan_end(uuid, event)
-            gevent.spawn(self._end_untracked, uuid, event)
+            gevent.spawn(guarded, f"call {uuid}: recording its end", self._end_untracked,
+                         uuid, event)
 
     def _end_untracked(self, uuid: str, event: Event) -> None:
         # A call from before a restart of the controller: its record is still open.

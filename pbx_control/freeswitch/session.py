@@ -17,6 +17,7 @@ import logging
 
 from ..causes import UNAVAILABLE, HangupBy, Outcome, refusal_for
 from ..config import FreeSwitchSettings
+from ..failures import describe
 from ..numbers import mask
 from ..routing import Connect, Refuse
 from . import commands as cmd
@@ -69,8 +70,8 @@ class CallSession:
         except ProtocolError as exc:
             logger.warning("call %s: protocol error from %s: %s", self.uuid, self.conn.peer,
                            exc)
-        except Exception:
-            logger.exception("call %s: session failed", self.uuid)
+        except Exception as exc:  # noqa: BLE001 - its message may quote a number
+            logger.error("call %s: session failed: %s", self.uuid, describe(exc))
         finally:
             self._finish()
 
