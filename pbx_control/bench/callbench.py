@@ -184,6 +184,7 @@ async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
         config = PeerConfig("127.0.0.1", child.port, hold_s=args.hold,
                             check_routing=name == OURS)
         watched = Watched(child.sample, child.cpu_s)
+        await _settle(children)
         result = await run_stage(name, calls, cases, config, rate, seconds, watched,
                                  first_serial=serial)
         serial += result.calls
@@ -202,6 +203,26 @@ async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
             stages.append(await stage(BASELINE, args.rate, args.duration))
         return stages
     return await _ramp(args, list(children), stage)
+
+
+async def _settle(children: dict[str, procs.Child], idle_share: float = 0.05,
+                  limit_s: float = 120.0) -> None:
+    """Wait until every controller is idle: one that was overloaded goes on working through
+    the calls it accepted after the generator gave up on them, which would load the next
+    stage, whichever controller it measures."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    before = {name: child.cpu_s() for name, child in children.items()}
+    while loop.time() - began < limit_s:
+        await asyncio.sleep(1.0)
+        now = {name: child.cpu_s() for name, child in children.items()}
+        busy = [n for n in now if now[n] - before[n] > idle_share]
+        if not busy:
+            break
+        before = now
+    waited = loop.time() - began
+    if waited > 1.5:
+        logger.info("waited %.0f s for the controllers to be idle", waited)
 
 
 async def _ramp(args, names: list[str], stage) -> list[Stage]:
