@@ -10,10 +10,11 @@ bind, unbind and the sweeper never deadlock one another.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,8 +36,9 @@ from .storage.tables import Binding, BindingParty, Number
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "UNSET", "BindRequest", "bind", "unbind", "update_binding", "get_binding", "find_bindings",
-    "binding_dict", "binding_view", "sweep_expired", "parse_expires", "end_binding",
+    "UNSET", "BindRequest", "bind", "bind_or_retry", "unbind", "update_binding", "get_binding",
+    "find_bindings", "binding_dict", "binding_view", "sweep_expired", "parse_expires",
+    "end_binding",
 ]
 
 UNSET = object()
@@ -80,11 +82,20 @@ def _routing(settings) -> config.RoutingSettings:
 def bind(session: Session, customer_id: int, request: BindRequest, *, now: datetime,
          settings, region: str = "CN") -> Binding:
     """Create a binding, or return the active one this request repeats (same out_id)."""
+    binding, _ = bind_or_retry(session, customer_id, request, now=now, settings=settings,
+                               region=region)
+    return binding
+
+
+def bind_or_retry(session: Session, customer_id: int, request: BindRequest, *, now: datetime,
+                  settings, region: str = "CN") -> tuple[Binding, bool]:
+    """Like ``bind``, and say whether the binding is new (True) or repeated by out_id."""
     plan = plan_bind(session, customer_id, request, now, region)
 
+    _lock_out_id(session, customer_id, plan.out_id)
     retried = _retry_of(session, customer_id, plan, now, settings)
     if retried is not None:
-        return retried
+        return retried, False
 
     if plan.x is not None:
         binding = _bind_on_x(session, customer_id, plan, now, settings)
@@ -92,7 +103,21 @@ def bind(session: Session, customer_id: int, request: BindRequest, *, now: datet
         binding = _bind_allocated(session, customer_id, plan, now, settings)
     logger.info("binding %s: %s on %s for %s", binding.id, plan.mode.value, mask(binding.x),
                 ", ".join(mask(p) for _, p in plan.parties))
-    return binding
+    return binding, True
+
+
+def _lock_out_id(session, customer_id: int, out_id: str | None) -> None:
+    """Serialise binds repeating one out_id until the first one's transaction ends.
+
+    Without it, concurrent retries all miss the not yet committed binding and allocate: with
+    SKIP LOCKED some find the pool "exhausted" before the out_id index could answer. SQLite
+    needs nothing: BEGIN IMMEDIATE already serialises every writer.
+    """
+    if out_id is None or session.get_bind().dialect.name != "postgresql":
+        return
+    key = zlib.crc32(out_id.encode()) - 2**31
+    session.execute(text("SELECT pg_advisory_xact_lock(CAST(:customer AS integer), "
+                         "CAST(:key AS integer))"), {"customer": customer_id, "key": key})
 
 
 def _retry_of(session, customer_id, plan: BindPlan, now, settings) -> Binding | None:

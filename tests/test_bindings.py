@@ -6,6 +6,8 @@ database afterwards (no binding, pair or counter left half-written).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -259,6 +261,37 @@ def test_an_out_id_with_a_different_request_is_a_conflict(store, cid):
     assert err.code == "out_id_conflict"
     assert refused(store, Conflict, bind, store, cid, out_id="order-1",
                    record=True).code == "out_id_conflict"
+
+
+def test_bind_or_retry_says_whether_the_binding_is_new(store, cid):
+    with store.session() as s:
+        first, created = bindings.bind_or_retry(s, cid, BindRequest(Mode.AXB, A, B, out_id="o"),
+                                                now=NOW, settings=Settings())
+    with store.session() as s:
+        again, created_again = bindings.bind_or_retry(
+            s, cid, BindRequest(Mode.AXB, A, B, out_id="o"), now=NOW, settings=Settings())
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+
+
+def test_concurrent_repeats_of_one_out_id_all_get_the_one_binding(pg_store):
+    with pg_store.session() as s:
+        customer = ensure_customer(s, "acme", NOW)
+        pool.add_numbers(s, customer.id, [X1, X2, "+8613900000003"], now=NOW)
+    barrier = threading.Barrier(10)
+
+    def attempt(_):
+        barrier.wait(timeout=30)
+        with pg_store.session() as s:
+            binding, created = bindings.bind_or_retry(
+                s, customer.id, BindRequest(Mode.AXN, A, None, default_party=B, out_id="p-0"),
+                now=NOW, settings=Settings())
+            return binding.id, created
+
+    with ThreadPoolExecutor(10) as workers:
+        results = list(workers.map(attempt, range(10)))
+    assert len({binding_id for binding_id, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 9 + [True]
 
 
 def test_an_out_id_is_free_again_once_its_binding_ended(store, cid):
