@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from ..config import AsteriskSettings
+from ..failures import describe
 from .call import RECONCILED, Call, event_channel_id
 from .client import AriClient, AriError
 from .entry import far_leg_owner, read_entry
@@ -96,7 +97,14 @@ class StasisApp:
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task) -> None:
+        # Retrieved here, asyncio would otherwise print it ("Task exception was never
+        # retrieved") with its message, which may quote a number.
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("call task failed: %s", describe(task.exception()))
 
     async def _hangup_quietly(self, channel_id: str) -> None:
         try:

@@ -21,6 +21,7 @@ from .. import causes, numbers
 from ..causes import HangupBy, Outcome
 from ..config import AsteriskSettings
 from ..errors import StorageUnavailable
+from ..failures import describe
 from ..routing import Connect, Reason
 from .client import AriClient, AriError, AriNotFound
 from .entry import FAR_LEG, SOFTPHONE, Entry
@@ -86,8 +87,10 @@ class Call:
             # the next controller reconciles it.
             self.bridge_id = None
             raise
-        except Exception:  # noqa: BLE001 - the catch-all of a call task: fail closed
-            logger.exception("call %s: controller error; refusing/ending with 503", self.id)
+        except Exception as exc:  # noqa: BLE001 - the catch-all of a call task: fail closed
+            # By type and place only: the message may quote the caller's number.
+            logger.error("call %s: controller error (%s); refusing/ending with 503", self.id,
+                         describe(exc))
             await self._hangup(self.id, causes.asterisk_hangup_cause(causes.UNAVAILABLE.q850))
             if self.far_id and self._far_created:
                 await self._hangup(self.far_id, None)
@@ -131,8 +134,9 @@ class Call:
             logger.warning("call %s: no decision (%s): refused 503", self.id, type(exc).__name__)
             await self._refuse_unavailable()
             return None
-        except Exception:  # noqa: BLE001 - a bug in routing must not leave the caller hanging
-            logger.exception("call %s: routing failed: refused 503", self.id)
+        except Exception as exc:  # noqa: BLE001 - a bug in routing must not leave the caller
+            # hanging. Its message may quote the numbers: the type and place are logged.
+            logger.error("call %s: routing failed (%s): refused 503", self.id, describe(exc))
             await self._refuse_unavailable()
             return None
 
@@ -145,8 +149,11 @@ class Call:
     async def _refuse_unavailable(self) -> None:
         entry = self.entry
         await self._hangup(self.id, causes.asterisk_hangup_cause(causes.UNAVAILABLE.q850))
-        await asyncio.to_thread(self._calls.refuse_unavailable, entry.caller_raw,
-                                entry.dialed, self.id)
+        try:
+            await asyncio.to_thread(self._calls.refuse_unavailable, entry.caller_raw,
+                                    entry.dialed, self.id)
+        except Exception as exc:  # noqa: BLE001 - the caller is refused all the same
+            logger.warning("call %s: 503 refusal not recorded (%s)", self.id, describe(exc))
 
     async def _refuse(self, reason: Reason) -> None:
         """The record is already closed as refused by the core; here the caller hears it."""
@@ -403,6 +410,8 @@ class Call:
             await asyncio.to_thread(work)
         except StorageUnavailable:
             logger.warning("call %s: %s not recorded (storage unavailable)", self.id, kind)
+        except Exception as exc:  # noqa: BLE001 - one lost event must not end the call task
+            logger.error("call %s: %s not recorded (%s)", self.id, kind, describe(exc))
 
 
 _GONE = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..config import Settings
+from ..failures import asyncio_exception_handler, describe
 from .app import StasisApp
 from .client import AriClient, AriError
 from .reconcile import reconcile
@@ -121,8 +122,9 @@ class AsteriskController:
     def _handle(self, event: dict) -> None:
         try:
             self.app.handle(event)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the event stream
-            logger.exception("event %s not handled", str(event.get("type"))[:40])
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the stream
+            logger.error("event %s not handled: %s", str(event.get("type"))[:40],
+                         describe(exc))
 
     async def _reconcile_loop(self, connected_at: datetime) -> None:
         while True:
@@ -130,8 +132,8 @@ class AsteriskController:
                 await reconcile(self.client, self.app, self._calls, connected_at)
             except AriError as exc:
                 logger.warning("reconcile failed: %s", exc)
-            except Exception:  # noqa: BLE001 - retried at the next pass
-                logger.exception("reconcile failed")
+            except Exception as exc:  # noqa: BLE001 - retried at the next pass
+                logger.error("reconcile failed: %s", describe(exc))
             await asyncio.sleep(RECONCILE_EVERY_S)
 
     async def _sleep(self, delay: float) -> None:
@@ -158,6 +160,7 @@ def run(settings: Settings) -> None:
     async def main() -> None:
         controller = AsteriskController(settings, calls)
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(asyncio_exception_handler)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, controller.stop)
         keeper = asyncio.create_task(housekeeping.every_async(store, settings))
