@@ -92,7 +92,9 @@ def bind_or_retry(session: Session, customer_id: int, request: BindRequest, *, n
     """Like ``bind``, and say whether the binding is new (True) or repeated by out_id."""
     plan = plan_bind(session, customer_id, request, now, region)
 
-    _lock_out_id(session, customer_id, plan.out_id)
+    _lock_key(session, customer_id, plan.out_id)
+    if plan.primary:
+        _lock_key(session, customer_id, f"primary:{plan.a}")
     retried = _retry_of(session, customer_id, plan, now, settings)
     if retried is not None:
         return retried, False
@@ -106,16 +108,17 @@ def bind_or_retry(session: Session, customer_id: int, request: BindRequest, *, n
     return binding, True
 
 
-def _lock_out_id(session, customer_id: int, out_id: str | None) -> None:
-    """Serialise binds repeating one out_id until the first one's transaction ends.
+def _lock_key(session, customer_id: int, name: str | None) -> None:
+    """Serialise binds of the customer naming one key until the first one's transaction ends.
 
-    Without it, concurrent retries all miss the not yet committed binding and allocate: with
-    SKIP LOCKED some find the pool "exhausted" before the out_id index could answer. SQLite
-    needs nothing: BEGIN IMMEDIATE already serialises every writer.
+    Keys are an out_id (without the lock, concurrent retries all miss the not yet committed
+    binding and allocate: with SKIP LOCKED some find the pool "exhausted" before the out_id
+    index could answer) and the subscriber of a primary AX bind. SQLite needs nothing:
+    BEGIN IMMEDIATE already serialises every writer.
     """
-    if out_id is None or session.get_bind().dialect.name != "postgresql":
+    if name is None or session.get_bind().dialect.name != "postgresql":
         return
-    key = zlib.crc32(out_id.encode()) - 2**31
+    key = zlib.crc32(name.encode()) - 2**31
     session.execute(text("SELECT pg_advisory_xact_lock(CAST(:customer AS integer), "
                          "CAST(:key AS integer))"), {"customer": customer_id, "key": key})
 
@@ -256,6 +259,8 @@ def _insert(session, customer_id, number: Number, plan: BindPlan, now) -> Bindin
                 BindingParty(binding_id=binding.id, x=number.e164, party=party, role=role,
                              active=True)
                 for role, party in plan.parties)
+            if plan.primary:
+                _clear_primary(session, customer_id, plan.a, binding.id)
             number.active_bindings = Number.active_bindings + 1
             number.total_bindings = Number.total_bindings + 1
             if plan.mode in DEDICATED_MODES:
@@ -265,6 +270,19 @@ def _insert(session, customer_id, number: Number, plan: BindPlan, now) -> Bindin
         raise _PairTaken() from None
     session.refresh(number)
     return binding
+
+
+def _clear_primary(session, customer_id: int, a: str, keep: str) -> None:
+    """A new primary AX binding takes the flag from A's other active ones (routing needs
+    exactly one to pick the X shown on A's outbound calls). Other customers' bindings of the
+    same A are not this customer's to change."""
+    session.execute(
+        update(Binding)
+        .where(Binding.customer_id == customer_id, Binding.a == a, Binding.id != keep,
+               Binding.mode == Mode.AX.value, Binding.ended_at.is_(None),
+               Binding.is_primary.is_(True))
+        .values(is_primary=False),
+        execution_options={"synchronize_session": False})
 
 
 # --- end ----------------------------------------------------------------------------------

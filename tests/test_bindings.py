@@ -175,6 +175,14 @@ def test_ax_rings_the_subscribers_softphone(store, cid):
     refused(store, NotFound, bind, store, cid, mode=Mode.AX, b=None, softphone="carol")
 
 
+def test_a_new_primary_ax_binding_takes_the_flag_from_the_others(store, cid):
+    first = bind(store, cid, mode=Mode.AX, b=None, x=X1, primary=True)
+    second = bind(store, cid, mode=Mode.AX, b=None, x=X2, primary=True)
+    with store.session() as s:
+        flags = {b.id: b.is_primary for b in bindings.find_bindings(s, cid, party=A)}
+    assert flags == {first.id: False, second.id: True}
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"a": "12"}, "a"),
     ({"b": "not a number"}, "b"),
