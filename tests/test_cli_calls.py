@@ -221,6 +221,7 @@ def test_cdr_purge_asks_first_and_reports_kept_records(run, calls, tmp_path):
 def test_cdr_purge_is_per_customer_unless_all(run, calls):
     calls(A)
     future = "2099-01-01T00:00:00Z"
+    run("customers", "add", "other")
     assert "purged 0 records" in run("--customer", "other", "cdr", "purge", "--older-than",
                                      future, "--yes").stdout
     assert "purged 1 records" in run("--customer", "other", "cdr", "purge", "--older-than",

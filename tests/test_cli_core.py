@@ -245,8 +245,15 @@ def test_numbers_retire_needs_force_while_in_use(run):
     assert as_json(run("numbers", "show", "13900000001", "--json"))["state"] == "retired"
 
 
+def test_an_unknown_customer_is_not_created_by_using_it(run):
+    result = run("--customer", "typo4", "numbers", "list", ok=False)
+    assert "not_found: no customer named 'typo4'" in result.text, result.text
+    assert "typo4" not in run("customers", "list").text
+
+
 def test_customers_see_only_their_own_data(run):
     run("numbers", "add", "13900000001")
+    run("customers", "add", "shop2")
     run("--customer", "shop2", "numbers", "add", "13900000002")
     assert [n["x"] for n in as_json(run("--customer", "shop2", "numbers", "list",
                                         "--json"))] == ["+8613900000002"]

@@ -33,11 +33,18 @@ class AppContext:
         return self._store
 
     def customer_id(self, session, *, provisioning: bool = False) -> int:
-        """The acting customer's id, created on first use; ``provisioning`` needs it active."""
-        from ..customers import ensure_customer, require_active
+        """The acting customer's id; ``provisioning`` needs it active.
+
+        Only the configured default customer is created on first use: any other name must
+        exist (``customers add``), so a typo in ``--customer`` is an error, not a new tenant.
+        """
+        from ..customers import customer_by_name, ensure_customer, require_active
         from ..storage.db import utcnow
 
-        customer = ensure_customer(session, self.customer_name, utcnow())
+        if self.customer_name == self.settings.default_customer:
+            customer = ensure_customer(session, self.customer_name, utcnow())
+        else:
+            customer = customer_by_name(session, self.customer_name)
         if provisioning:
             require_active(customer)
         return customer.id
