@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..bindings import (
     UNSET,
     BindRequest,
-    bind,
+    bind_or_retry,
     binding_dict,
     find_bindings,
     get_binding,
@@ -59,14 +58,6 @@ def _bind_request(body: BindBody, now) -> BindRequest:
     return BindRequest(expires_at=_expires(body.expires_at, now), **fields)
 
 
-def _active_out_id(session, customer_id: int, out_id: str | None) -> str | None:
-    if out_id is None:
-        return None
-    return session.scalar(select(Binding.id).where(
-        Binding.customer_id == customer_id, Binding.out_id == out_id,
-        Binding.ended_at.is_(None)))
-
-
 @router.post("", status_code=201, response_model=BindingOut,
              responses={200: {"model": BindingOut, "description": "A retry with the same "
                               "out_id and body: the binding it created first"},
@@ -101,10 +92,10 @@ def _bind_once(session, who: Caller, body: BindBody, digest: str, key: str | Non
             return stored
         idempotency.reserve(session, who.customer_id, key, digest, now)
 
-    before = _active_out_id(session, who.customer_id, body.out_id)
-    binding = bind(session, who.customer_id, _bind_request(body, now), now=now,
-                   settings=svc.settings, region=svc.region)
-    status = 200 if before is not None and binding.id == before else 201
+    # Only the core can tell a repeat: concurrent retries all find no binding beforehand.
+    binding, created = bind_or_retry(session, who.customer_id, _bind_request(body, now),
+                                     now=now, settings=svc.settings, region=svc.region)
+    status = 201 if created else 200
 
     data = _out(session, binding)
     if key is not None:
