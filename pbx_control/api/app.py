@@ -34,8 +34,10 @@ def create_app(store: Store | None, settings: Settings, *,
                clock: Callable[[], datetime] = utcnow, resolver: Resolver = system_resolver,
                pusher: WebhookPusher | None = None) -> FastAPI:
     """The API on ``store``; with ``pusher`` the webhook loop runs beside it."""
+    # No Swagger UI or ReDoc: FastAPI's pages load their scripts from a CDN, so they are blank
+    # offline and make an operator's browser fetch third-party code. The document stays.
     app = FastAPI(title="pbx-control API", version=__version__, description=DESCRIPTION,
-                  openapi_url="/v1/openapi.json", docs_url="/v1/docs", redoc_url=None,
+                  openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None,
                   lifespan=_lifespan(pusher))
     limiter = RateLimiter(settings.api.rate_limit_per_s, settings.api.rate_limit_burst)
     app.state.services = Services(store, settings, clock, limiter, resolver)
