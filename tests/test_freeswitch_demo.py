@@ -25,3 +25,21 @@ def test_demo_on_a_given_database_file(tmp_path):
 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo.sqlite").exists()
+
+
+def test_demo_on_a_database_it_cannot_open_is_one_line_and_exit_1():
+    result = CliRunner().invoke(cli, ["demo", "--database", "sqlite:////nonexistent/x.sqlite"])
+
+    assert result.exit_code == 1
+    assert result.output == ("Error: cannot use the database sqlite:////nonexistent/x.sqlite: "
+                             "unable to open database file\n")
+
+
+def test_demo_on_an_unreachable_server_is_one_line_without_the_password():
+    url = "postgresql://postgres:pw-123@127.0.0.1:1/x"
+    result = CliRunner().invoke(cli, ["demo", "--database", url])
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot use the database "
+                                    "postgresql://postgres:***@127.0.0.1:1/x: ")
+    assert "pw-123" not in result.output and len(result.output.splitlines()) == 1

@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from alembic.util import CommandError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..bindings import BindRequest, bind
 from ..customers import ensure_customer
+from ..failures import database_problem
 from ..numbers import mask
 from ..pool import add_numbers
 from ..routing import Mode
@@ -52,7 +55,10 @@ def demo(app: AppContext, database: str | None):
     settings = copy.deepcopy(app.settings)
     with tempfile.TemporaryDirectory(prefix="pbx-control-demo-") as tmp:
         settings.database_url = database or f"sqlite:///{Path(tmp) / 'demo.sqlite'}"
-        upgrade(settings.database_url)
+        try:
+            upgrade(settings.database_url)
+        except (SQLAlchemyError, CommandError, ValueError, ImportError) as exc:
+            raise click.ClickException(database_problem(exc, settings.database_url)) from None
         store = Store(settings.database_url, application_name="pbx-control-demo")
         try:
             _provision(store, settings)

@@ -4,7 +4,9 @@ the core they share, wired together and run in the foreground."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass
 
 import gevent
@@ -13,6 +15,7 @@ from gevent.threadpool import ThreadPool
 
 from .. import housekeeping
 from ..config import Settings
+from ..failures import open_store
 from ..storage import Store
 from .core import CoreClient
 from .inbound import InboundConnection
@@ -63,14 +66,29 @@ def build(settings: Settings, store: Store, host: str | None = None, port: int |
     return Controller(server, connection, core, tracker, pool)
 
 
+def _reason(exc: OSError) -> str:
+    # gevent appends the address to strerror: the errno says it alone.
+    if isinstance(exc, socket.gaierror):
+        return "not an address, nor a host name that resolves"
+    if isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGINT or SIGTERM."""
     if not settings.freeswitch.esl_password:
         # Without it no call end after a lost socket is recorded and nothing is reconciled.
         raise SystemExit("config: freeswitch.esl_password is empty: set "
                          "PBX_CONTROL_FREESWITCH_ESL_PASSWORD (or ..._FILE)")
-    store = Store(settings.database_url, application_name="pbx-control-freeswitch")
-    controller = build(settings, store, host, port).start()
+    store = open_store(settings.database_url, "pbx-control-freeswitch")
+    try:
+        controller = build(settings, store, host, port).start()
+    except OSError as exc:  # the port is taken, the address is not this host's or no address
+        store.dispose()
+        listen = (host or settings.freeswitch.listen_host,
+                  settings.freeswitch.listen_port if port is None else port)
+        raise SystemExit(f"cannot listen on {listen[0]}:{listen[1]}: {_reason(exc)}") from None
     keeper = housekeeping.every_greenlet(store, settings, controller.pool)
     stopped = Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
