@@ -97,3 +97,21 @@ def settings(tmp_path):
     settings = Settings()
     settings.database_url = f"sqlite:///{tmp_path / 'settings.sqlite'}"
     return settings
+
+
+@pytest.fixture
+def empty_pg_url():
+    """A PostgreSQL database of this test's own with no schema at all (never migrated)."""
+    if SKIP_PG:
+        pytest.skip("PBX_CONTROL_TEST_SKIP_PG=1")
+    name = f"pbx_empty_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(_pg_url(PG_ADMIN_URL.rpartition("/")[2]), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield _pg_url(name)
+    with admin.connect() as conn:
+        conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+        ), {"n": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()

@@ -7,6 +7,9 @@ migrated with ``pbx-control db upgrade``; the output is in every assertion messa
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -270,3 +273,53 @@ def test_a_disabled_customer_cannot_provision(run):
     result = run("bind", "axb", "13800000001", "13800000002", ok=False)
     assert "customer_disabled" in result.text, result.text
     assert len(as_json(run("numbers", "list", "--json"))) == 1
+
+
+# --- database and file errors are one line ------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["garbage://", "mysql://x@y/z", ""])
+@pytest.mark.parametrize("words", [["numbers", "list"], ["db", "upgrade"], ["db", "current"]])
+def test_a_bad_database_url_is_one_line_naming_the_setting(monkeypatch, url, words):
+    monkeypatch.setenv("PBX_CONTROL_DATABASE_URL", url)
+    result = CliRunner().invoke(cli, words)
+    assert result.exit_code == 1, result.output
+    assert "database_url" in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_an_unmigrated_sqlite_database_says_to_upgrade(tmp_path, monkeypatch):
+    monkeypatch.setenv("PBX_CONTROL_DATABASE_URL", f"sqlite:///{tmp_path / 'new.sqlite'}")
+    result = CliRunner().invoke(cli, ["numbers", "list"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == ("Error: schema_missing: database schema missing or "
+                                     "outdated: run 'pbx-control db upgrade'")
+
+
+def test_an_unmigrated_postgresql_database_says_to_upgrade(empty_pg_url, monkeypatch):
+    monkeypatch.setenv("PBX_CONTROL_DATABASE_URL", empty_pg_url)
+    result = CliRunner().invoke(cli, ["numbers", "show", "13900000001"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == ("Error: schema_missing: database schema missing or "
+                                     "outdated: run 'pbx-control db upgrade'")
+
+
+def test_concurrent_upgrades_of_an_empty_postgresql_database_all_succeed(empty_pg_url):
+    command = [sys.executable, "-c", "from pbx_control.cli.main import main; main()",
+               "db", "upgrade"]
+    env = dict(os.environ, PBX_CONTROL_DATABASE_URL=empty_pg_url)
+    env.pop("PBX_CONTROL_CONFIG", None)
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    outputs = [(run.wait(timeout=60), run.stdout.read()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+    assert [code for code, _ in outputs] == [0] * 6, outputs
+
+
+def test_cdr_export_into_a_missing_directory_is_one_line_and_leaves_nothing(run):
+    target = run.tmp / "missing" / "x.csv"
+    result = run("cdr", "export", "--format", "csv", "--output", target, ok=False)
+    assert result.text.strip().startswith("Error: output "), result.text
+    assert len(result.text.strip().splitlines()) == 1, result.text
+    assert not (run.tmp / "missing").exists()

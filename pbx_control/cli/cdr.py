@@ -152,6 +152,9 @@ def _export_to_file(session, customer_id, fmt, path: Path, filters) -> int:
         with partial.open("w", encoding="utf-8", newline="") as stream:
             count = service.export_records(session, customer_id, fmt, stream, **filters)
         os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(f"output {path}: {exc.strerror or exc}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -96,6 +96,8 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except StorageUnavailable as exc:
+            if exc.code == "schema_missing":
+                raise click.ClickException(f"{exc.code}: {exc.message}") from None
             raise click.ClickException(
                 f"{exc.code}: {exc.message} (is the database up, and migrated with "
                 "'pbx-control db upgrade'?)") from None
@@ -103,6 +105,10 @@ def user_errors(func: Callable) -> Callable:
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
         except config.ConfigError as exc:
             raise click.ClickException(f"config: {exc}") from None
+        except OSError as exc:
+            # A file named on the command line (an export target, a CSV to import).
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
 

@@ -10,14 +10,18 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..config import ConfigError
 from ..errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_MISSING = "database schema missing or outdated: run 'pbx-control db upgrade'"
+# PostgreSQL's undefined_table and undefined_column: the schema is behind the code.
+_SCHEMA_SQLSTATES = {"42P01", "42703"}
 
 
 def utcnow() -> datetime:
@@ -42,7 +46,12 @@ def normalise_url(url: str) -> str:
 
 def make_engine(url: str, application_name: str = "pbx-control", **kwargs) -> Engine:
     url = normalise_url(url)
-    backend = make_url(url).get_backend_name()
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        # The URL may hold a password: it is not echoed.
+        raise ConfigError("database_url: not a database URL (sqlite:///FILE or "
+                          "postgresql://USER@HOST/DB)") from None
     if backend == "postgresql":
         connect_args = {"application_name": application_name, "connect_timeout": 5}
         kwargs.setdefault("pool_pre_ping", True)
@@ -55,7 +64,8 @@ def make_engine(url: str, application_name: str = "pbx-control", **kwargs) -> En
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
-        raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        raise ConfigError(f"database_url: unsupported database {backend!r}: use sqlite or "
+                          "postgresql")
     return engine
 
 
@@ -95,7 +105,16 @@ class Store:
         try:
             with self.sessions.begin() as session:
                 yield session
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _SCHEMA_SQLSTATES:
+                raise
+            # Not chained: the statement's parameters hold phone numbers.
+            logger.info("storage: %s", SCHEMA_MISSING)
+            raise StorageUnavailable(SCHEMA_MISSING, code="schema_missing") from None
         except OperationalError as exc:
+            if "no such table" in str(exc.orig) or "no such column" in str(exc.orig):
+                logger.info("storage: %s", SCHEMA_MISSING)
+                raise StorageUnavailable(SCHEMA_MISSING, code="schema_missing") from None
             logger.warning("storage unavailable: %s", type(exc).__name__)
             raise StorageUnavailable("storage unavailable") from exc
 

@@ -1,13 +1,15 @@
 """Alembic environment: runs migrations on the connection or URL that pbx-control hands in."""
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 
 from pbx_control.storage.db import make_engine
 from pbx_control.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
+# Key of the advisory lock that lets one `db upgrade` at a time migrate a PostgreSQL database.
+MIGRATION_LOCK = 0x7062_7863  # "pbxc"
 
 
 def run_migrations_online() -> None:
@@ -23,6 +25,22 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Concurrent upgrades of an empty database would all create alembic_version and the
+        # tables; the losers failed with IntegrityError. The lock is held to the end of the
+        # session, so the next one waits, then finds the schema at head and does nothing.
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+
+    _migrate(connection)
+
+    # On failure the lock goes with the connection, which NullPool closes.
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+
+
+def _migrate(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
