@@ -13,6 +13,9 @@ logger = logging.getLogger(__name__)
 
 _WITHHELD = {"", "anonymous", "unknown", "private", "restricted", "unavailable", "0000000000"}
 _DIGITS = re.compile(r"\d+")
+# Digits and the punctuation people write numbers with. Letters (vanity numbers, 'ext'),
+# ';ext=', '#' or ',' would make phonenumbers drop or reinterpret text silently.
+_WRITTEN = re.compile(r"[0-9 +\-().]+")
 
 
 def mask(value: str | None) -> str:
@@ -39,11 +42,12 @@ def parse(value: str, field: str = "number", region: str = "CN") -> str:
     National forms are read under ``region``: '13800000000', '013800000000',
     '8613800000000' and '+86 138 0000 0000' all give '+8613800000000'. A number is accepted
     when it is *possible* (right length for its country), not only when it is in a known
-    range: carriers open new ranges before the library learns of them.
+    range: carriers open new ranges before the library learns of them. Only digits, spaces
+    and ``+ - ( ) .`` are allowed: a letter or an extension marker refuses the whole input.
     """
     text = (value or "").strip()
-    if not text or len(text) > 32:
-        raise InvalidInput(f"{field}: not a phone number: {mask(text)!s}", field=field)
+    if not text or len(text) > 32 or not _WRITTEN.fullmatch(text):
+        raise InvalidInput(f"{field}: not a phone number: {mask(text)!r}", field=field)
 
     candidate = text
     if not candidate.startswith("+") and region:
@@ -59,7 +63,10 @@ def parse(value: str, field: str = "number", region: str = "CN") -> str:
     except phonenumbers.NumberParseException:
         raise InvalidInput(f"{field}: not a phone number: {mask(text)}", field=field) from None
 
-    if not phonenumbers.is_possible_number(parsed):
+    # IS_POSSIBLE_LOCAL_ONLY ('12345' in CN) is a number without its area code: not one a
+    # carrier can route to, so it is refused with the rest.
+    reason = phonenumbers.is_possible_number_with_reason(parsed)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise InvalidInput(f"{field}: not a possible number: {mask(text)}", field=field)
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
