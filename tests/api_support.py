@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import httpx
 import uvicorn
 
-from pbx_control import customers, keys, pool
+from pbx_control import customers, keys, pool, records
 from pbx_control.storage import Store
 
 
@@ -72,6 +72,19 @@ def make_tenant(store: Store, name: str, numbers: list[str] = (), city: str = "B
         if numbers:
             pool.add_numbers(session, customer.id, numbers, city=city, now=now)
         return Tenant(customer.id, customer.name, key)
+
+
+def refused_call(store: Store, customer_id: int, at: datetime, x: str = "+8613900000001",
+                 caller: str = "+8613800000009") -> str:
+    """A call the controller refused, as it records one: the record and its one event."""
+    with store.session() as session:
+        record = records.new_attempt(
+            session, customer_id=customer_id, binding_id=None, out_id=None,
+            direction="inbound", x=x, caller=caller, callee=None, decision="refuse",
+            reason="no_binding", pbx="freeswitch", node="fs1", call_uuid=None,
+            started_at=at)
+        records.call_event(session, record.id, "refused", at=at)
+        return record.id
 
 
 @dataclass

@@ -74,7 +74,7 @@ def hook(store, tenant, url: str, settings, resolver=None) -> str:
     """Register ``url`` as the tenant's webhook; returns the signing secret."""
     policy = WebhookPolicy(settings.api, resolver or (lambda h, p: ["127.0.0.1"]))
     with store.session() as s:
-        return set_webhook(s, s.get(Customer, tenant.id), policy.check(url))[1]
+        return set_webhook(s, s.get(Customer, tenant.id), policy.check(url), now=NOW).secret
 
 
 def a_call(store, customer_id, kinds=("ringing", "answered", "ended"), recording=None) -> str:

@@ -68,12 +68,13 @@ def _customer(session, who: Caller) -> Customer:
 def webhook_set(body: WebhookBody, who: Caller = Depends(caller),
                 svc: Services = Depends(services)) -> dict:
     """Set the URL call events are POSTed to. The signing secret is in the answer only when
-    it is created (first PUT) or rotated (``rotate_secret``): keep it then."""
+    it is created (first PUT) or rotated (``rotate_secret``): keep it then. The first
+    registration skips the events of earlier calls: they are not replayed."""
     checked = WebhookPolicy(svc.settings.api, svc.resolver).check(body.url)
     with svc.transaction() as session:
-        url, secret = set_webhook(session, _customer(session, who), checked,
-                                  rotate_secret=body.rotate_secret)
-    return {"url": url, "secret": secret}
+        stored = set_webhook(session, _customer(session, who), checked, now=svc.clock(),
+                             rotate_secret=body.rotate_secret)
+    return {"url": stored.url, "secret": stored.secret}
 
 
 @router.get("/v1/webhook", response_model=WebhookOut, responses=documented(),

@@ -8,7 +8,8 @@ again when its lease runs out: delivery is at least once, always with the same e
 
 Events of a customer without a webhook are marked skipped (``delivered_at`` set,
 ``last_error`` = ``skipped: no webhook``) rather than kept: registering a webhook later
-does not replay a backlog of old calls.
+does not replay a backlog of old calls (``webhook_config.set_webhook`` skips those recorded
+while no pusher ran).
 """
 
 from __future__ import annotations

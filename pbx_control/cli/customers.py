@@ -98,10 +98,14 @@ def webhook_set(app: AppContext, name: str, url: str, rotate_secret: bool):
     checked = WebhookPolicy(app.settings.api).check(url)
     with app.store.session() as session:
         customer = service.customer_by_name(session, name)
-        stored, secret = set_webhook(session, customer, checked, rotate_secret=rotate_secret)
-    click.echo(f"webhook of {name}: {stored}")
-    if secret:
-        click.echo(f"signing secret (shown once): {secret}")
+        session.refresh(customer, with_for_update=True)
+        stored = set_webhook(session, customer, checked, now=utcnow(),
+                             rotate_secret=rotate_secret)
+    click.echo(f"webhook of {name}: {stored.url}")
+    if stored.skipped:
+        click.echo(f"{stored.skipped} events of earlier calls skipped: they are not sent")
+    if stored.secret:
+        click.echo(f"signing secret (shown once): {stored.secret}")
 
 
 @webhook.command("clear")
