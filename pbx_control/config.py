@@ -10,7 +10,9 @@ the committed TOML.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,7 @@ class Settings:
 
 
 SECRETS = {("freeswitch", "esl_password"), ("asterisk", "password")}
+EMERGENCY_POLICIES = ("own_number", "refuse")
 
 
 def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -127,19 +130,26 @@ def load(path: str | os.PathLike | None = None, environ: dict[str, str] | None =
         _apply_mapping(settings, data, where=str(path))
 
     _apply_environment(settings, environ)
+    validate(settings)
     return settings
 
 
-def _apply_mapping(target: Any, data: dict[str, Any], where: str) -> None:
+def _apply_mapping(target: Any, data: dict[str, Any], where: str,
+                   section: str | None = None) -> None:
     fields = {f.name: f for f in dataclasses.fields(target)}
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(f"{where}: unknown setting {key!r}")
+        if (section, key) in SECRETS:
+            env = f"{ENV_PREFIX}{section}_{key}".upper()
+            raise ConfigError(f"{where}: {section}.{key} is a secret: give it in the "
+                              f"environment ({env}) or in a file named by {env}_FILE, "
+                              "not in the config file")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [{key}] must be a table")
-            _apply_mapping(current, value, f"{where} [{key}]")
+            _apply_mapping(current, value, f"{where} [{key}]", section=key)
         else:
             setattr(target, key, _coerce(value, current, f"{where}: {key}"))
 
@@ -214,3 +224,88 @@ def _coerce_text(raw: str, current: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be name=value pairs separated by commas")
         return {k.strip(): v.strip() for k, v in pairs}
     return raw
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate(settings: Settings) -> Settings:
+    """Refuse values that would only fail later, in a call (ConfigError names the setting)."""
+    _at_least(settings, "cdr_retention_days", 1)
+    _validate_routing(settings.routing)
+    _validate_freeswitch(settings.freeswitch)
+    _validate_asterisk(settings.asterisk)
+    _validate_api(settings.api)
+    return settings
+
+
+def _validate_routing(routing: RoutingSettings) -> None:
+    for name, low in (("rate_limit_attempts", 1), ("rate_limit_window_s", 1),
+                      ("max_axb_per_number", 1), ("pair_cooldown_s", 0),
+                      ("dedicated_cooldown_s", 0)):
+        _at_least(routing, name, low, "routing.")
+    for pattern in routing.outbound_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"routing.outbound_patterns: {pattern!r}: {exc}") from None
+    if routing.emergency_policy not in EMERGENCY_POLICIES:
+        raise ConfigError(f"routing.emergency_policy: one of {', '.join(EMERGENCY_POLICIES)}, "
+                          f"not {routing.emergency_policy!r}")
+
+
+def _validate_freeswitch(fs: FreeSwitchSettings) -> None:
+    _port(fs, "listen_port", "freeswitch.")
+    _port(fs, "esl_port", "freeswitch.")
+    _call_limits(fs, "freeswitch.")
+    _networks(fs.pbx_addresses, "freeswitch.pbx_addresses")
+    # Compared address by address with the channel's source (freeswitch/channel.py): a
+    # network written here would never match, so only single addresses are accepted.
+    for entry in fs.carrier_addresses:
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            raise ConfigError(f"freeswitch.carrier_addresses: {entry!r} is not an IP "
+                              "address") from None
+
+
+def _validate_asterisk(ast: AsteriskSettings) -> None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", ast.url):
+        raise ConfigError(f"asterisk.url: an http:// or https:// URL, not {ast.url!r}")
+    _call_limits(ast, "asterisk.")
+
+
+def _validate_api(api: ApiSettings) -> None:
+    _port(api, "listen_port", "api.")
+    _at_least(api, "rate_limit_burst", 1, "api.")
+    if not api.rate_limit_per_s > 0:
+        raise ConfigError(f"api.rate_limit_per_s: must be above 0, not {api.rate_limit_per_s}")
+    _networks(api.webhook_allow_networks, "api.webhook_allow_networks")
+
+
+def _call_limits(section: Any, prefix: str) -> None:
+    _at_least(section, "ring_timeout_s", 1, prefix)
+    _at_least(section, "max_call_s", 1, prefix)
+    if not section.decision_deadline_s > 0:
+        raise ConfigError(f"{prefix}decision_deadline_s: must be above 0, not "
+                          f"{section.decision_deadline_s}")
+
+
+def _at_least(section: Any, name: str, low: int, prefix: str = "") -> None:
+    value = getattr(section, name)
+    if value < low:
+        raise ConfigError(f"{prefix}{name}: must be at least {low}, not {value}")
+
+
+def _port(section: Any, name: str, prefix: str) -> None:
+    value = getattr(section, name)
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{prefix}{name}: a port 0-65535, not {value}")
+
+
+def _networks(entries: list[str], name: str) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {entry!r} is not an IP address or network") from None
