@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +35,8 @@ class AriError(Exception):
     """An ARI request failed; ``status`` is the HTTP status (None without an answer)."""
 
     def __init__(self, message: str, status: int | None = None, method: str = "", path: str = ""):
-        super().__init__(f"{method} {path}: {status} {message}".strip())
+        answer = message if status is None else f"{status} {message}"
+        super().__init__(f"{method} {path}: {answer}".strip())
         self.status = status
         self.message = message
         self.method = method
@@ -115,7 +118,7 @@ class AriClient:
         except httpx.TimeoutException as exc:
             raise AriTimeout("no answer in time", None, method, path) from exc
         except httpx.TransportError as exc:
-            raise AriUnavailable(type(exc).__name__, None, method, path) from exc
+            raise AriUnavailable(_reason(exc), None, method, path) from exc
 
         if response.status_code >= 400:
             raise _error_for(response.status_code, _message(response), method, path)
@@ -203,12 +206,51 @@ class AriClient:
                 self.events_url(), additional_headers=headers, open_timeout=open_timeout_s,
                 ping_interval=10, ping_timeout=10, max_size=2**22,
             )
+        except websockets.InvalidStatus as exc:
+            raise _refusal(exc.response.status_code, self.base) from exc
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            raise AriUnavailable(type(exc).__name__, None, "GET", "/events") from exc
+            raise AriUnavailable(f"cannot connect to ARI at {self.base}: {_reason(exc)}",
+                                 None, "GET", "/events") from exc
         try:
             yield _decode(socket)
         finally:
             await socket.close()
+
+
+def _refusal(status: int, base: str) -> AriError:
+    """Asterisk answered the event WebSocket's upgrade with an HTTP error."""
+    if status in (401, 403):
+        message = (f"ARI at {base} refused the credentials (HTTP {status}): check "
+                   "PBX_CONTROL_ASTERISK_USERNAME/PASSWORD and ari.conf")
+        return AriRequestError(message, None, "GET", "/events")
+    return _error_for(status, f"ARI at {base} refused the event WebSocket (HTTP {status})",
+                      "GET", "/events")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in words (the exception's own text is often empty)."""
+    for error in _chain(exc):  # httpx wraps httpcore's error, which wraps the OSError
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, socket.gaierror):
+            return "host name not found"
+        if isinstance(error, TimeoutError | httpx.TimeoutException):
+            return "no answer in time"
+        if isinstance(error, websockets.InvalidURI):
+            return "not a valid URL"
+    if "refused" in str(exc).lower():  # asyncio's "Multiple exceptions: ..." of each address
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def _chain(exc: BaseException | None, depth: int = 4) -> list[BaseException]:
+    errors = []
+    while exc is not None and len(errors) < depth:
+        errors.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return errors
 
 
 async def _decode(socket) -> AsyncIterator[Json]:

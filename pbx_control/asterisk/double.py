@@ -215,8 +215,11 @@ class AriDouble:
             self._queue.put_nowait(event)
 
     async def _events(self, ws: WebSocket) -> None:
-        authorised = self._authorised(ws.headers, ws.query_params)
-        if not authorised or ws.query_params.get("app") != self.app or not self.accepting:
+        if not self._authorised(ws.headers, ws.query_params):
+            # Asterisk answers the upgrade of a wrong user or password like any ARI request.
+            await ws.send_denial_response(Response("Unauthorized", 401))
+            return
+        if ws.query_params.get("app") != self.app or not self.accepting:
             await ws.close(code=1008)
             return
         await ws.accept()

@@ -15,7 +15,9 @@ import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..config import Settings
+import httpx
+
+from ..config import AsteriskSettings, Settings
 from ..failures import asyncio_exception_handler, describe
 from .app import StasisApp
 from .client import AriClient, AriError
@@ -98,8 +100,9 @@ class AsteriskController:
                 finally:
                     keeper.cancel()
         except AriError as exc:
-            self.last_error = str(exc)
-            logger.warning("ARI not reachable: %s", exc)
+            # Only opening the event socket raises here: its message says what to check.
+            self.last_error = exc.message
+            logger.warning("%s", exc.message)
         self._set_state("disconnected")
 
     async def _pump(self, events) -> None:
@@ -148,13 +151,33 @@ class AsteriskController:
             self.state, self.since = state, datetime.now(UTC)
 
 
+def check(settings: AsteriskSettings) -> None:
+    """SystemExit with the setting to fix when the controller cannot work with these."""
+    if not settings.password:
+        # Asterisk's ari.conf refuses a user without a password: every connection would fail.
+        raise SystemExit("config: asterisk.password is empty: set "
+                         "PBX_CONTROL_ASTERISK_PASSWORD (or ..._FILE)")
+    if not settings.username or not settings.app:
+        raise SystemExit("config: asterisk.username and asterisk.app must not be empty "
+                         "(PBX_CONTROL_ASTERISK_USERNAME, PBX_CONTROL_ASTERISK_APP)")
+    try:
+        url = httpx.URL(settings.url)
+        valid = url.scheme in ("http", "https") and bool(url.host)
+    except (httpx.InvalidURL, TypeError):
+        valid = False
+    if not valid:
+        raise SystemExit(f"config: asterisk.url {settings.url!r} is not an http(s) URL like "
+                         "http://127.0.0.1:8088 (PBX_CONTROL_ASTERISK_URL)")
+
+
 def run(settings: Settings) -> None:
     """Run the controller in the foreground until SIGINT/SIGTERM."""
     from .. import housekeeping
     from ..calls import CallService
-    from ..storage import Store
+    from ..failures import open_store
 
-    store = Store(settings.database_url, application_name="pbx-control-asterisk")
+    check(settings.asterisk)
+    store = open_store(settings.database_url, "pbx-control-asterisk")
     calls = CallService(store, settings, pbx="asterisk", node=settings.asterisk.node_name)
 
     async def main() -> None:
