@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .customers import check_text
 from .errors import InvalidInput, NotFound, Unprocessable
 from .groups import get_group
 from .numbers import mask, parse
@@ -168,9 +169,7 @@ def _check_mode_fields(mode: Mode, request, b: str | None) -> None:
 
 
 def _city(value: str | None) -> str | None:
-    if value is not None and not 0 < len(value) <= 64:
-        raise InvalidInput("city: 1-64 characters", field="city")
-    return value or None
+    return check_text(value, "city")
 
 
 def _expiry(value: datetime | None, now: datetime) -> datetime | None:

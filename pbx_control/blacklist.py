@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .errors import Conflict, InvalidInput, NotFound
+from .customers import check_text
+from .errors import Conflict, NotFound
 from .numbers import mask, parse
 from .pool import get_number
 from .storage.db import as_utc
@@ -31,8 +32,8 @@ def add_entry(
     """Refuse ``number`` on X (one of the customer's pool numbers) or, without X, on all."""
     caller = parse(number, "number", region)
     scope = _scope(session, customer_id, x, region)
-    if reason is not None and len(reason) > 256:
-        raise InvalidInput("reason: at most 256 characters", field="reason")
+    if reason is not None and reason != "":
+        check_text(reason, "reason", limit=256)
     if _find(session, customer_id, caller, scope) is not None:
         raise Conflict(f"{mask(caller)} is already blacklisted {_where(scope)}",
                        field="number", code="blacklisted_already")

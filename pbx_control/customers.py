@@ -32,6 +32,22 @@ def check_name(name: str, field: str = "customer") -> str:
     return text
 
 
+def check_text(value: str | None, field: str, limit: int = 64) -> str | None:
+    """Free text (a city, a carrier, a note): 1-``limit`` printable characters or None.
+
+    Line breaks and other control characters would forge extra lines in logs, CSV exports
+    and CLI tables, so they are refused rather than stripped.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidInput(f"{field}: 1-{limit} characters", field=field)
+    if not value.isprintable():
+        raise InvalidInput(f"{field}: control characters (line breaks, tabs) are not allowed",
+                           field=field)
+    return value
+
+
 def customer_by_name(session: Session, name: str) -> Customer:
     customer = session.scalar(select(Customer).where(Customer.name == name))
     if customer is None:

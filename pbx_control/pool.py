@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from .customers import check_text
 from .errors import Conflict, InvalidInput, NotFound, PoolExhausted
 from .numbers import mask, parse
 from .routing import DEDICATED_MODES, Mode, NumberState
@@ -45,8 +46,8 @@ def add_numbers(
     dial it, so it needs a deliberate decision this module does not offer yet).
     """
     wanted = list(dict.fromkeys(parse(n, "number", region) for n in numbers))
-    if not carrier or len(carrier) > 64 or (city is not None and len(city) > 64):
-        raise InvalidInput("carrier and city: 1-64 characters", field="carrier")
+    check_text(carrier, "carrier")
+    check_text(city, "city")
 
     owners = _owners(session, wanted)
     foreign = [n for n in wanted if n in owners and owners[n] != customer_id]

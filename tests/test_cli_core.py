@@ -323,3 +323,54 @@ def test_cdr_export_into_a_missing_directory_is_one_line_and_leaves_nothing(run)
     assert result.text.strip().startswith("Error: output "), result.text
     assert len(result.text.strip().splitlines()) == 1, result.text
     assert not (run.tmp / "missing").exists()
+
+
+# --- free-text options ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, option", [
+    (["numbers", "add", "13900000001", "--city", "bei\njing"], "--city"),
+    (["numbers", "add", "13900000001", "--carrier", "c\rm"], "--carrier"),
+    (["numbers", "add", "13900000001", "--carrier", "cm\x1b[2J"], "--carrier"),
+    (["numbers", "add", "13900000001", "--city", ""], "--city"),
+    (["numbers", "add", "13900000001", "--carrier", ""], "--carrier"),
+    (["blacklist", "add", "13800000009", "--reason", "a\nb"], "--reason"),
+    (["bind", "axb", "13800000001", "13800000002", "--out-id", "o\n1"], "--out-id"),
+    (["bind", "axb", "13800000001", "13800000002", "--expires", ""], "--expires"),
+    (["bind", "axb", "13800000001", "13800000002", "--city", ""], "--city"),
+    (["bind", "ax", "13800000001", "--softphone", ""], "--softphone"),
+    (["bind", "axb", "13800000001", "13800000002", "--x", "13900000001", "--city", "bj"],
+     "--city"),
+    (["bind", "axb", "13800000001", "13800000002", "--any-city"], "--any-city"),
+])
+def test_bad_free_text_options_are_refused_naming_the_option(run, args, option):
+    result = run(*args, ok=False)
+    assert result.text.startswith(f"Error: invalid_input: {option}: "), result.text
+    assert len(result.text.strip().splitlines()) == 1, result.text
+    assert as_json(run("numbers", "list", "--json")) == []
+    assert as_json(run("blacklist", "list", "--json")) == []
+
+
+def test_control_characters_in_a_csv_cell_are_refused(run):
+    path = run.tmp / "n.csv"
+    path.write_text('number,carrier,city\n13900000001,cm,"bei\njing"\n')
+    result = run("numbers", "add", "--csv", path, ok=False)
+    assert "row" in result.text and "city" in result.text, result.text
+    assert as_json(run("numbers", "list", "--json")) == []
+
+
+def test_csv_and_numbers_together_are_refused(run):
+    path = run.tmp / "n.csv"
+    path.write_text("number\n13900000001\n")
+    result = run("numbers", "add", "13900000002", "--csv", path, ok=False)
+    assert "--csv" in result.text, result.text
+    assert as_json(run("numbers", "list", "--json")) == []
+
+
+def test_csv_options_fill_the_empty_cells(run):
+    path = run.tmp / "n.csv"
+    path.write_text("number,carrier,city\n13900000001,,\n13900000002,ct,sh\n")
+    run("numbers", "add", "--csv", path, "--carrier", "cm", "--city", "bj", "--cap", "voice")
+    rows = as_json(run("numbers", "list", "--json"))
+    assert [(r["carrier"], r["city"], r["capabilities"]) for r in rows] == [
+        ("cm", "bj", ["voice"]), ("ct", "sh", ["voice"])]

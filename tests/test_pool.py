@@ -221,3 +221,15 @@ def test_number_dict_is_plain_data(store, cid):
     assert data["x"] == "+8613900000001"
     assert data["capabilities"] == ["voice"]
     assert data["created_at"] == NOW
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"city": "bei\njing"}, "city"), ({"city": ""}, "city"), ({"carrier": "c\tm"}, "carrier"),
+    ({"carrier": ""}, "carrier"), ({"city": "x" * 65}, "city"),
+])
+def test_city_and_carrier_are_one_printable_line(store, cid, kw, field):
+    with pytest.raises(InvalidInput) as err:
+        add(store, cid, "+8613900000001", **kw)
+    assert err.value.field == field
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Number)) == 0

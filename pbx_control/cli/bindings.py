@@ -7,10 +7,11 @@ from datetime import datetime
 import click
 
 from .. import bindings as service
+from ..errors import InvalidInput
 from ..routing import Direction, Mode
 from ..storage.db import utcnow
 from ..storage.tables import Group
-from .context import AppContext, emit_json, emit_table, pass_app, user_errors
+from .context import AppContext, check_options, emit_json, emit_table, pass_app, user_errors
 
 LIST_COLUMNS = ["id", "mode", "x", "a", "b", "default_party", "expires_at", "out_id"]
 
@@ -40,6 +41,14 @@ def _common(func):
 
 def _request(app: AppContext, mode: Mode, a: str, opts: dict, **extra) -> service.BindRequest:
     expires = opts["expires"]
+    check_options({"--x": opts["x"], "--city": opts["city"], "--expires": expires,
+                   "--out-id": opts["out_id"], "--softphone": extra.get("softphone"),
+                   "--default": extra.get("default_party"), "--group": extra.get("group")})
+    if opts["x"] is not None and opts["city"] is not None:
+        raise InvalidInput("--city: chooses the city of an allocated X; not with --x",
+                           field="city")
+    if opts["any_city"] and opts["city"] is None:
+        raise InvalidInput("--any-city: only with --city", field="city")
     return service.BindRequest(
         mode=mode, a=a, x=opts["x"], city=opts["city"], city_strict=not opts["any_city"],
         expires_at=service.parse_expires(expires, utcnow()) if expires else None,
@@ -198,6 +207,7 @@ def bindings_update(app: AppContext, binding_id, expires, a, b, default_party, a
     """Change an active binding's expiry, parties or default party."""
     if expires is None and a is None and b is None and default_party is None:
         raise click.UsageError("nothing to change: give --expires, --a, --b or --default")
+    check_options({"--expires": expires, "--a": a, "--b": b, "--default": default_party})
     now = utcnow()
     changes = {"a": a, "b": b}
     changes = {k: v for k, v in changes.items() if v is not None}

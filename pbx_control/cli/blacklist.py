@@ -9,7 +9,7 @@ import click
 
 from .. import blacklist as service
 from ..storage.db import utcnow
-from .context import AppContext, emit_json, emit_table, pass_app, user_errors
+from .context import AppContext, check_options, emit_json, emit_table, pass_app, user_errors
 
 
 @click.group()
@@ -26,6 +26,7 @@ def blacklist():
 @user_errors
 def blacklist_add(app: AppContext, number, x, reason, as_json):
     """Refuse NUMBER's calls (on every X of the customer unless --x)."""
+    check_options({"--x": x, "--reason": reason})
     with app.store.session() as session:
         customer_id = app.customer_id(session, provisioning=True)
         entry = service.add_entry(session, customer_id, number, x=x, reason=reason,

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .. import config
-from ..errors import PbxControlError, StorageUnavailable
+from ..errors import InvalidInput, PbxControlError, StorageUnavailable
 from ..storage import Store
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,23 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(getattr(value, "value", value))
+
+
+def check_options(values: dict[str, str | None]) -> None:
+    """Free-text options ({'--city': value}): given means non-empty and one printable line.
+
+    An empty value would otherwise be taken as "not given", and a line break would forge
+    lines in tables, logs and exports.
+    """
+    for option, value in values.items():
+        if value is None:
+            continue
+        field = option.lstrip("-").replace("-", "_")
+        if not value.strip():
+            raise InvalidInput(f"{option}: must not be empty", field=field)
+        if not value.isprintable():
+            raise InvalidInput(f"{option}: control characters (line breaks, tabs) are not "
+                               "allowed", field=field)
 
 
 def user_errors(func: Callable) -> Callable:

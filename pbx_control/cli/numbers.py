@@ -11,11 +11,12 @@ import click
 
 from .. import pool
 from ..bindings import binding_dict, find_bindings
+from ..customers import check_text
 from ..errors import InvalidInput
 from ..numbers import expand_range, parse
 from ..routing import NumberState
 from ..storage.db import utcnow
-from .context import AppContext, emit_json, emit_table, pass_app, user_errors
+from .context import AppContext, check_options, emit_json, emit_table, pass_app, user_errors
 
 _RANGE = re.compile(r"\s*(\+?[\d ]{7,})\s*-\s*(\+?[\d ]{7,})\s*")
 _CAP_SPLIT = re.compile(r"[\s,;|]+")
@@ -66,8 +67,9 @@ def read_csv(path: Path, defaults: dict, region: str) -> dict[tuple, list[str]]:
 def _csv_row(row: dict, line: int, defaults: dict, region: str) -> tuple[tuple, str]:
     try:
         number = parse(row.get("number") or "", "number", region)
-        carrier = (row.get("carrier") or "").strip() or defaults["carrier"]
-        city = (row.get("city") or "").strip() or defaults["city"]
+        carrier = check_text((row.get("carrier") or "").strip() or defaults["carrier"],
+                             "carrier")
+        city = check_text((row.get("city") or "").strip() or defaults["city"], "city")
         caps = row.get("capabilities")
         voice, sms = parse_caps(caps, "capabilities") if caps else defaults["caps"]
     except InvalidInput as exc:
@@ -84,7 +86,8 @@ def numbers():
 @click.argument("values", nargs=-1, metavar="NUMBER...|FIRST-LAST")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False,
                                                      path_type=Path),
-              help="CSV with columns number,carrier,city,capabilities.")
+              help="CSV with columns number,carrier,city,capabilities (not with NUMBER "
+                   "arguments); --carrier, --city and --cap fill its empty cells.")
 @click.option("--carrier", default="default", show_default=True)
 @click.option("--city", default=None)
 @click.option("--cap", "cap", default="voice,sms", show_default=True,
@@ -96,6 +99,9 @@ def numbers_add(app: AppContext, values, csv_path, carrier, city, cap, as_json):
     """Add numbers, FIRST-LAST ranges or a CSV file to the pool (all or nothing)."""
     if not values and csv_path is None:
         raise click.UsageError("give numbers, a FIRST-LAST range or --csv FILE")
+    if values and csv_path is not None:
+        raise InvalidInput("--csv: give either a CSV file or numbers, not both", field="csv")
+    check_options({"--carrier": carrier, "--city": city, "--cap": cap})
     region = app.settings.default_region
     voice, sms = parse_caps(cap)
     defaults = {"carrier": carrier, "city": city, "caps": (voice, sms)}
