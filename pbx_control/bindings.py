@@ -181,7 +181,7 @@ def _bind_allocated(session, customer_id, plan: BindPlan, now, settings) -> Bind
                 return retried
             logger.warning("bind: lost the race for %s (attempt %d)", mask(number.e164),
                            attempt + 1)
-    raise Conflict("pair_in_use: every number tried was taken by concurrent binds",
+    raise Conflict("every number tried was taken by concurrent binds",
                    field="x", code="pair_in_use")
 
 
@@ -212,7 +212,7 @@ def _check_usage(number: Number, mode: Mode, settings) -> None:
 
 
 def _pair_in_use(number: Number) -> Conflict:
-    return Conflict(f"pair_in_use: a party is already bound on {mask(number.e164)}",
+    return Conflict(f"a party is already bound on {mask(number.e164)}",
                     field="x", code="pair_in_use")
 
 

@@ -23,10 +23,14 @@ def mask(value: str | None) -> str:
 
     Used for every number that reaches a log line, an error message or a metric label. Short
     values (service codes, user names) keep only their ends so they stay recognisable.
+    Control characters are escaped as Python writes them ('\\n').
     """
     if value is None:
         return "-"
     text = str(value)
+    if not text.isprintable():
+        # A line break from the input must not split an error or forge a log line.
+        text = repr(text)[1:-1]
     if len(text) <= 4:
         return "*" * len(text)
     if len(text) <= 7:
@@ -47,7 +51,7 @@ def parse(value: str, field: str = "number", region: str = "CN") -> str:
     """
     text = (value or "").strip()
     if not text or len(text) > 32 or not _WRITTEN.fullmatch(text):
-        raise InvalidInput(f"{field}: not a phone number: {mask(text)!r}", field=field)
+        raise InvalidInput(f"{field}: not a phone number: {mask(text)}", field=field)
 
     candidate = text
     if not candidate.startswith("+") and region:

@@ -374,3 +374,20 @@ def test_csv_options_fill_the_empty_cells(run):
     rows = as_json(run("numbers", "list", "--json"))
     assert [(r["carrier"], r["city"], r["capabilities"]) for r in rows] == [
         ("cm", "bj", ["voice"]), ("ct", "sh", ["voice"])]
+
+
+def test_an_error_names_its_code_once(run):
+    run("numbers", "add", "13900000001")
+    run("bind", "axb", "13800000001", "13800000002", "--x", "13900000001")
+    result = run("bind", "axb", "13800000001", "13800000003", "--x", "13900000001", ok=False)
+    assert result.text.startswith("Error: pair_in_use: a party"), result.text
+    assert result.text.count("pair_in_use") == 1, result.text
+
+
+@pytest.mark.parametrize("args", [
+    ["numbers", "add", "1380000\n0001"], ["bindings", "show", "ab\ncd"],
+    ["--customer", "ty\npo", "numbers", "list"], ["groups", "add", "g\n1", "13800000001"],
+])
+def test_input_with_a_line_break_gives_a_one_line_error(run, args):
+    result = run(*args, ok=False)
+    assert len(result.text.strip().splitlines()) == 1, result.text

@@ -55,3 +55,11 @@ def test_withheld_or_unusable_callers_are_none(text):
 
 def test_a_usable_caller_is_e164():
     assert parse_caller("8613800000000") == MOBILE
+
+
+def test_mask_escapes_control_characters_so_a_message_stays_one_line():
+    masked = mask("+8\n61380001234")
+    assert masked.isprintable() and masked.endswith("1234")
+    with pytest.raises(InvalidInput) as err:
+        parse("1380000\r\n0001", "b")
+    assert err.value.message.isprintable()

@@ -119,7 +119,7 @@ def user_errors(func: Callable) -> Callable:
                 f"{exc.code}: {exc.message} (is the database up, and migrated with "
                 "'pbx-control db upgrade'?)") from None
         except PbxControlError as exc:
-            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+            raise click.ClickException(_one_line(f"{exc.code}: {exc.message}")) from None
         except config.ConfigError as exc:
             raise click.ClickException(f"config: {exc}") from None
         except OSError as exc:
@@ -128,6 +128,11 @@ def user_errors(func: Callable) -> Callable:
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
+
+
+def _one_line(message: str) -> str:
+    """Errors are one line (scripts read the first): escape what would break it."""
+    return message if message.isprintable() else repr(message)[1:-1]
 
 
 def setup_logging(level: str) -> None:
