@@ -37,6 +37,8 @@ def _problem_answers(operation: dict) -> None:
     answers = operation.setdefault("responses", {})
     if operation.get("parameters") or operation.get("requestBody"):
         answers.setdefault("400", {})
+    if operation.get("requestBody"):
+        answers.setdefault("413", {})  # bodylimit.BodyLimit, before any route runs
     answers.setdefault("500", {})
     for status, answer in answers.items():
         if int(status) >= 400:

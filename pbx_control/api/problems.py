@@ -28,8 +28,15 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           415: "Unsupported Media Type", 422: "Unprocessable Content",
           429: "Too Many Requests", 500: "Internal Server Error",
           503: "Service Unavailable"}
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "invalid_key",
-              403: "forbidden", 413: "too_large", 415: "unsupported_media_type"}
+# FastAPI raises a bare 400 when decoding the body fails in a way other than a JSON syntax
+# error: nesting deeper than the parser's recursion limit, an integer past Python's digit
+# limit, bytes that are not UTF-8. To a client that is unreadable JSON too.
+HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed",
+              401: "invalid_key", 403: "forbidden", 413: "too_large",
+              415: "unsupported_media_type"}
+UNREADABLE = ((RecursionError, "the JSON body is nested too deeply"),
+              (UnicodeDecodeError, "the body is not UTF-8"),
+              (ValueError, "the JSON body holds a number too long to read"))
 
 
 def problem(status: int, code: str, detail: str, field: str | None = None,
@@ -72,7 +79,16 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if code == "invalid_json":
+        detail = _unreadable(exc.__cause__)
     return problem(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    for kind, detail in UNREADABLE:
+        if isinstance(cause, kind):
+            return detail
+    return "the body is not valid JSON"
 
 
 async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:

@@ -115,10 +115,21 @@ def list_bindings(
 ) -> dict:
     """The customer's bindings in creation order, by X, party or out_id; pages by cursor."""
     with svc.transaction() as session:
+        _check_cursor(session, who.customer_id, cursor)
         rows = find_bindings(session, who.customer_id, x=x, party=party, out_id=out_id,
                              active=active, limit=limit + 1, after=cursor, region=svc.region)
         items = [_out(session, b) for b in rows[:limit]]
     return {"items": items, "next_cursor": rows[limit - 1].id if len(rows) > limit else None}
+
+
+def _check_cursor(session, customer_id: int, cursor: str | None) -> None:
+    # A cursor is the id of the last binding of a page, and bindings are never deleted: one
+    # that names none of the customer's is forged or mistyped, not the end of the listing.
+    if cursor is None:
+        return
+    binding = session.get(Binding, cursor)
+    if binding is None or binding.customer_id != customer_id:
+        raise InvalidInput("cursor: not a cursor of this listing", field="cursor")
 
 
 @router.get("/{binding_id}", response_model=BindingOut, responses=documented(400, 404))
@@ -135,6 +146,7 @@ def patch_binding(binding_id: BindingId, body: BindingPatch, who: Caller = Depen
     """Change the expiry, a party or the default party of an active binding."""
     now = svc.clock()
     given = body.model_fields_set
+    _check_patch(body, given)
     changes = {name: getattr(body, name) if name in given else UNSET
                for name in ("a", "b", "default_party")}
     if "expires_at" in given:
@@ -144,6 +156,15 @@ def patch_binding(binding_id: BindingId, body: BindingPatch, who: Caller = Depen
         binding = update_binding(session, who.customer_id, binding_id, now=now,
                                  settings=svc.settings, region=svc.region, **changes)
         return _out(session, binding)
+
+
+def _check_patch(body: BindingPatch, given: set[str]) -> None:
+    if not given:
+        raise InvalidInput("nothing to update: give expires_at, a, b or default_party")
+    for party in ("a", "b"):
+        if party in given and getattr(body, party) is None:
+            raise InvalidInput(f"{party}: cannot be removed; give a number to change it",
+                               field=party)
 
 
 @router.delete("/{binding_id}", response_model=BindingOut, responses=documented(400, 404, 422))

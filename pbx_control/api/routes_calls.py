@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse
 
-from ..errors import InvalidInput, NotFound
+from ..cli.cdr import parse_when
+from ..errors import NotFound
 from ..keys import Caller
 from ..records import get_record, list_records, record_dict
 from .deps import Services, caller, services
@@ -30,27 +31,34 @@ RecordId = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,32}$")]
 Ident = Annotated[str | None, Query(min_length=1, max_length=128, pattern=PRINTABLE)]
 
 
-def _zoned(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidInput(f"{field}: a time with its zone (e.g. Z or +08:00)", field=field)
-    return value
+When = Annotated[str | None, Query(
+    min_length=1, max_length=64, pattern=PRINTABLE,
+    description="An ISO 8601 time with its zone (a '+' as %2B), or a duration meaning that "
+                "long ago: '90s', '30m', '2h', '7d', '2w' (as `pbx-control cdr list` takes)")]
+
+
+def _when(text: str | None, now: datetime, field: str) -> datetime | None:
+    # The CLI's parser, so that a filter copied from `cdr list --since` works here too.
+    return parse_when(text, now, field) if text is not None else None
 
 
 @router.get("", response_model=CallPage, responses=documented(400))
 def calls(
     who: Caller = Depends(caller), svc: Services = Depends(services),
-    since: Annotated[datetime | None, Query(description="inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive")] = None,
+    since: When = None,
+    until: When = None,
     x: Annotated[Number | None, Query()] = None,
     binding_id: Ident = None, out_id: Ident = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$")] = None,
 ) -> dict:
-    """Newest first; ``next_cursor`` continues where this page ended."""
+    """Newest first, from ``since`` (inclusive) to ``until`` (exclusive); ``next_cursor``
+    continues where this page ended."""
+    now = svc.clock()
     with svc.transaction() as session:
         rows, next_cursor = list_records(
-            session, who.customer_id, since=_zoned(since, "since"),
-            until=_zoned(until, "until"), x=x, binding_id=binding_id, out_id=out_id,
+            session, who.customer_id, since=_when(since, now, "since"),
+            until=_when(until, now, "until"), x=x, binding_id=binding_id, out_id=out_id,
             limit=limit, cursor=cursor, region=svc.region)
         items = [jsonable_encoder(public_record(record_dict(r))) for r in rows]
     return {"items": items, "next_cursor": next_cursor}

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 
+from ..errors import InvalidInput
 from ..groups import add_members, create_group, get_group, group_members, list_groups
 from ..groups import remove_members as remove_group_members
 from ..keys import Caller
 from ..pool import list_numbers, number_counts, number_dict
 from ..routing import NumberState
-from ..storage.tables import Group
+from ..storage.tables import Group, Number
 from .deps import Services, caller, services
 from .problems import documented
 from .schemas import (
@@ -42,12 +43,22 @@ def numbers(
 ) -> dict:
     """The customer's pool numbers in import order, filtered by state, city, carrier."""
     with svc.transaction() as session:
+        _check_cursor(session, who.customer_id, cursor)
         rows = list_numbers(session, who.customer_id, state=state, city=city, carrier=carrier,
                             capability=capability, limit=limit + 1,
                             after_id=int(cursor) if cursor else None)
         items = [jsonable_encoder(number_dict(n)) for n in rows[:limit]]
     more = len(rows) > limit
     return {"items": items, "next_cursor": str(rows[limit - 1].id) if more else None}
+
+
+def _check_cursor(session, customer_id: int, cursor: str | None) -> None:
+    # The id of the last number of a page; pool numbers are retired, never deleted.
+    if cursor is None:
+        return
+    number = session.get(Number, int(cursor))
+    if number is None or number.customer_id != customer_id:
+        raise InvalidInput("cursor: not a cursor of this listing", field="cursor")
 
 
 @router.get("/v1/numbers/counts", response_model=list[NumberCount], responses=documented())
