@@ -271,7 +271,8 @@ def _validate_freeswitch(fs: FreeSwitchSettings) -> None:
 
 def _validate_asterisk(ast: AsteriskSettings) -> None:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", ast.url):
-        raise ConfigError(f"asterisk.url: an http:// or https:// URL, not {ast.url!r}")
+        raise ConfigError(f"asterisk.url {ast.url!r} is not an http(s) URL like "
+                          "http://127.0.0.1:8088 (PBX_CONTROL_ASTERISK_URL)")
     _call_limits(ast, "asterisk.")
 
 

@@ -60,7 +60,9 @@ def cli(ctx: click.Context, config_path: str | None, customer: str | None, log_l
     try:
         settings = config.load(config_path)
     except config.ConfigError as exc:
-        raise click.ClickException(f"config: {exc}") from None
+        # The same one line as ``serve`` prints for the settings it checks itself.
+        click.echo(f"config: {exc}", err=True)
+        ctx.exit(1)
     app = AppContext(settings=settings, customer_name=customer or settings.default_customer)
     ctx.obj = app
     ctx.call_on_close(app.close)
