@@ -55,7 +55,20 @@ def test_customers_are_added_listed_and_shown(run):
     assert [(c["name"], c["status"], c["webhook"]) for c in listed] == [
         ("acme", "active", False), ("globex", "active", False)]
     assert "acme" in run("customers", "list").stdout
-    assert json.loads(run("customers", "show", "acme").stdout)["keys"] == []
+    assert json.loads(run("customers", "show", "acme", "--json").stdout)["keys"] == []
+
+
+def test_customers_show_lists_its_keys_with_their_customer_as_json_or_text(run):
+    run("customers", "add", "acme")
+    key = run("keys", "create", "--customer", "acme", "--label", "backend").stdout.strip()
+
+    shown = json.loads(run("customers", "show", "acme", "--json").stdout)
+    text = run("customers", "show", "acme").stdout
+
+    assert [(k["prefix"], k["customer"], k["label"]) for k in shown["keys"]] == [
+        (key[:12], "acme", "backend")]
+    assert "name: acme" in text and "webhook_url: -" in text
+    assert key[:12] in text and "backend" in text and key not in text + str(shown)
 
 
 def test_a_created_key_is_printed_once_and_works_until_revoked(run, api):
@@ -99,10 +112,10 @@ def test_webhook_set_checks_the_url_and_shows_the_secret_once(run, monkeypatch):
     again = run("customers", "webhook", "set", "acme", "http://127.0.0.1:9/other").stdout
     assert "whsec_" in first and "whsec_" not in again
 
-    shown = json.loads(run("customers", "show", "acme").stdout)
+    shown = json.loads(run("customers", "show", "acme", "--json").stdout)
     assert shown["webhook_url"] == "http://127.0.0.1:9/other" and "whsec_" not in str(shown)
     run("customers", "webhook", "clear", "acme")
-    assert json.loads(run("customers", "show", "acme").stdout)["webhook_url"] is None
+    assert json.loads(run("customers", "show", "acme", "--json").stdout)["webhook_url"] is None
 
 
 def test_serve_api_answers_health_and_stops_on_sigterm(run, tmp_path):

@@ -46,16 +46,30 @@ def customers_list(app: AppContext, as_json: bool):
 
 @customers.command("show")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
 @user_errors
-def customers_show(app: AppContext, name: str):
-    """One customer as JSON: status, webhook URL (never its secret), keys."""
+def customers_show(app: AppContext, name: str, as_json: bool):
+    """One customer: status, webhook URL (never its secret), its keys (never the keys)."""
     with app.store.session() as session:
         customer = service.customer_by_name(session, name)
         data = dict(service.customer_dict(customer), webhook_url=customer.webhook_url)
-        data["keys"] = [key_service.key_dict(k) for k, _ in
+        data["keys"] = [key_service.key_dict(k, n) for k, n in
                         key_service.list_keys(session, customer.id)]
-    emit_json(data)
+    if as_json:
+        emit_json(data)
+        return
+
+    for field in ("name", "status", "created_at", "webhook_url"):
+        click.echo(f"{field}: {_text(data[field])}")
+    click.echo()
+    emit_table(data["keys"], ["prefix", "label", "active", "created_at", "revoked_at"])
+
+
+def _text(value) -> str:
+    if value is None:
+        return "-"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _set_status(app: AppContext, name: str, status: str) -> None:
