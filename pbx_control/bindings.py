@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ from .errors import Conflict, InvalidInput, NotFound, Unprocessable
 from .numbers import mask, parse
 from .pool import allocate, get_number, refresh_cooling
 from .routing import DEDICATED_MODES, BindingView, Direction, Mode, NumberState
-from .storage.db import as_utc
+from .storage.db import as_utc, utcnow
 from .storage.tables import Binding, BindingParty, Number
 
 logger = logging.getLogger(__name__)
@@ -439,9 +439,14 @@ def get_binding(session: Session, customer_id: int, binding_id: str) -> Binding:
 def find_bindings(
     session: Session, customer_id: int, *, x: str | None = None, party: str | None = None,
     out_id: str | None = None, active: bool = True, limit: int | None = 100,
-    after: str | None = None, region: str = "CN",
+    after: str | None = None, region: str = "CN", now: datetime | None = None,
 ) -> list[Binding]:
-    """The customer's bindings by X, by party (A, B) or by out_id, in id (creation) order."""
+    """The customer's bindings by X, by party (A, B) or by out_id, in id (creation) order.
+
+    ``active`` leaves out ended bindings; with ``now`` also those expired but not yet swept
+    (what a listing shows). Without ``now`` expired ones stay in: retiring a number must
+    still find and end them.
+    """
     query = select(Binding).where(Binding.customer_id == customer_id)
     if x is not None:
         query = query.where(Binding.x == parse(x, "x", region))
@@ -453,6 +458,8 @@ def find_bindings(
         query = query.where(Binding.out_id == out_id)
     if active:
         query = query.where(Binding.ended_at.is_(None))
+    if active and now is not None:
+        query = query.where(or_(Binding.expires_at.is_(None), Binding.expires_at > now))
     if after is not None:
         query = query.where(Binding.id > after)
     query = query.order_by(Binding.id)
@@ -464,8 +471,14 @@ def _expired(binding: Binding, now: datetime) -> bool:
     return expires is not None and expires <= now
 
 
-def binding_dict(binding: Binding, group_name: str | None = None) -> dict:
-    """The customer's own view of a binding (full numbers: never log this)."""
+def binding_dict(binding: Binding, group_name: str | None = None,
+                 now: datetime | None = None) -> dict:
+    """The customer's own view of a binding (full numbers: never log this).
+
+    ``active`` means routing still uses it at ``now`` (default: the current time): not ended
+    and not expired. An expired binding the sweeper has not ended yet is ``expired``.
+    """
+    expired = _expired(binding, now or utcnow())
     return {
         "id": binding.id,
         "mode": binding.mode,
@@ -488,7 +501,8 @@ def binding_dict(binding: Binding, group_name: str | None = None) -> dict:
         "expires_at": as_utc(binding.expires_at),
         "ended_at": as_utc(binding.ended_at),
         "end_reason": binding.end_reason,
-        "active": binding.ended_at is None,
+        "active": binding.ended_at is None and not expired,
+        "expired": expired,
     }
 
 

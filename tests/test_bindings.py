@@ -579,3 +579,15 @@ def test_softphones_map_users_to_subscribers(store, cid):
         remove_softphone(s, cid, "alice.1")
         with pytest.raises(NotFound):
             remove_softphone(s, cid, "alice.1")
+
+
+def test_expired_unswept_bindings_are_listed_only_without_now(store, cid):
+    expired = bind(store, cid, expires_at=NOW + timedelta(hours=1))
+    later = NOW + timedelta(hours=2)
+    with store.session() as s:
+        assert bindings.find_bindings(s, cid, now=later) == []
+        kept = bindings.find_bindings(s, cid)
+        assert [b.id for b in kept] == [expired.id]
+        view = bindings.binding_dict(kept[0], now=later)
+        assert (view["active"], view["expired"]) == (False, True)
+        assert bindings.binding_dict(kept[0], now=NOW)["active"] is True

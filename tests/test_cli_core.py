@@ -391,3 +391,21 @@ def test_an_error_names_its_code_once(run):
 def test_input_with_a_line_break_gives_a_one_line_error(run, args):
     result = run(*args, ok=False)
     assert len(result.text.strip().splitlines()) == 1, result.text
+
+
+def test_bindings_list_hides_expired_unswept_bindings_unless_all(run):
+    run("numbers", "add", "13900000001", "13900000002")
+    run("bind", "axb", "13800000001", "13800000002", "--x", "13900000001", "--expires", "1h")
+    live = as_json(run("bind", "axb", "13800000003", "13800000004", "--x", "13900000002",
+                       "--json"))
+    store = Store(run.url)
+    with store.session() as session:
+        session.execute(update(Binding).where(Binding.id != live["id"])
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+    store.dispose()
+
+    assert [(r["id"], r["active"], r["expired"])
+            for r in as_json(run("bindings", "list", "--json"))] == [(live["id"], True, False)]
+    everything = as_json(run("bindings", "list", "--all", "--json"))
+    assert sorted((r["active"], r["expired"]) for r in everything) == [
+        (False, True), (True, False)]

@@ -161,18 +161,20 @@ def bindings():
 @click.option("--x", "x", default=None, help="Bindings on this X.")
 @click.option("--party", default=None, help="Bindings this number is a party of.")
 @click.option("--out-id", default=None)
-@click.option("--all", "show_all", is_flag=True, help="Include ended bindings.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Include ended bindings and expired ones not swept yet.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @user_errors
 def bindings_list(app: AppContext, x, party, out_id, show_all, limit, as_json):
-    """The customer's bindings (active only unless --all)."""
+    """The customer's bindings (active only: neither ended nor expired, unless --all)."""
     with app.store.session() as session:
         customer_id = app.customer_id(session)
-        rows = [service.binding_dict(b) for b in service.find_bindings(
+        now = utcnow()
+        rows = [service.binding_dict(b, now=now) for b in service.find_bindings(
             session, customer_id, x=x, party=party, out_id=out_id, active=not show_all,
-            limit=limit, region=app.settings.default_region)]
+            limit=limit, region=app.settings.default_region, now=now)]
     if as_json:
         emit_json(rows)
     else:
