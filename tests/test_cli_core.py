@@ -409,3 +409,17 @@ def test_bindings_list_hides_expired_unswept_bindings_unless_all(run):
     everything = as_json(run("bindings", "list", "--all", "--json"))
     assert sorted((r["active"], r["expired"]) for r in everything) == [
         (False, True), (True, False)]
+
+
+def test_numbers_list_says_when_it_stopped_at_its_limit_and_pages_on(run):
+    run("numbers", "add", "13900000001-13900000005")
+    first = run("numbers", "list", "--limit", "2")
+    assert first.stderr.strip() == "more numbers: --after +8613900000002", first.text
+    assert "+8613900000003" not in first.stdout
+
+    rest = run("numbers", "list", "--limit", "3", "--after", "13900000002", "--json")
+    assert [r["x"] for r in json.loads(rest.stdout)] == [
+        "+8613900000003", "+8613900000004", "+8613900000005"]
+    assert rest.stderr == "", rest.stderr
+    missing = run("numbers", "list", "--after", "13900000009", ok=False)
+    assert "not_found" in missing.text, missing.text

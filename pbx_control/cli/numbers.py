@@ -133,16 +133,29 @@ def numbers_add(app: AppContext, values, csv_path, carrier, city, cap, as_json):
 @click.option("--carrier")
 @click.option("--cap", type=click.Choice(list(pool.CAPABILITIES)), help="Has this capability.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--after", default=None, metavar="X",
+              help="Continue a listing after this number (printed after a full page).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @user_errors
-def numbers_list(app: AppContext, state, city, carrier, cap, limit, as_json):
-    """List the pool, optionally filtered."""
+def numbers_list(app: AppContext, state, city, carrier, cap, limit, after, as_json):
+    """List the pool in the order numbers were added, optionally filtered."""
+    check_options({"--city": city, "--carrier": carrier, "--after": after})
     with app.store.session() as session:
         customer_id = app.customer_id(session)
-        rows = [pool.number_dict(n) for n in pool.list_numbers(
-            session, customer_id, state=state, city=city, carrier=carrier, capability=cap,
-            limit=limit)]
+        after_id = None if after is None else pool.get_number(
+            session, customer_id, after, region=app.settings.default_region).id
+        found = pool.list_numbers(session, customer_id, state=state, city=city,
+                                  carrier=carrier, capability=cap, limit=limit + 1,
+                                  after_id=after_id)
+        rows = [pool.number_dict(n) for n in found[:limit]]
+    _print_numbers(rows, as_json)
+    if len(found) > limit:
+        # On stderr, like `cdr list`: the JSON on stdout stays one array.
+        click.echo(f"more numbers: --after {rows[-1]['x']}", err=True)
+
+
+def _print_numbers(rows: list[dict], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
