@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from datetime import timedelta
@@ -423,3 +424,17 @@ def test_numbers_list_says_when_it_stopped_at_its_limit_and_pages_on(run):
     assert rest.stderr == "", rest.stderr
     missing = run("numbers", "list", "--after", "13900000009", ok=False)
     assert "not_found" in missing.text, missing.text
+
+
+def test_the_sqlite_file_and_exports_are_readable_by_their_owner_only(run):
+    database = run.tmp / "cli.sqlite"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    run("numbers", "add", "13900000001")
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+
+    target = run.tmp / "calls.csv"
+    target.write_text("old export\n")
+    target.chmod(0o644)
+    run("cdr", "export", "--format", "csv", "--output", target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "old export" not in target.read_text()

@@ -149,7 +149,10 @@ def _export_to_file(session, customer_id, fmt, path: Path, filters) -> int:
     file where a previous good one was."""
     partial = path.with_name(path.name + ".partial")
     try:
-        with partial.open("w", encoding="utf-8", newline="") as stream:
+        # Owner-only from the start: the export holds the numbers in full.
+        partial.unlink(missing_ok=True)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w", encoding="utf-8", newline="") as stream:
             count = service.export_records(session, customer_id, fmt, stream, **filters)
         os.replace(partial, path)
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ def make_engine(url: str, application_name: str = "pbx-control", **kwargs) -> En
             kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
     elif backend == "sqlite":
+        _create_private(make_url(url).database)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -67,6 +69,22 @@ def make_engine(url: str, application_name: str = "pbx-control", **kwargs) -> En
         raise ConfigError(f"database_url: unsupported database {backend!r}: use sqlite or "
                           "postgresql")
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite file readable by its owner only: it holds every real number.
+
+    SQLite gives its -wal and -shm files the mode of the database file. An existing file
+    keeps its mode (the operator may have chosen it); a missing directory is left for
+    SQLite to report.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        return
+    logger.info("created the SQLite database file with mode 0600")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
