@@ -1,8 +1,9 @@
 """Customers: the tenants every number, binding and record belongs to.
 
-The CLI acts for one customer (``--customer``, default ``default``), created on first use; the
-HTTP API finds the customer from its API key (``keys.py``). A disabled customer keeps its data
-but cannot provision.
+The CLI acts for one customer (``--customer``, default ``default``); only the configured
+default customer is created on first use, others with ``customers add``. The HTTP API finds
+the customer from its API key (``keys.py``). A disabled customer keeps its data but cannot
+provision.
 """
 
 from __future__ import annotations
