@@ -216,3 +216,15 @@ def test_wrong_credentials_are_refused():
                 return caught.value.status
 
     assert run(scenario()) == 401
+
+
+def test_the_asterisk_docs_point_to_the_recordings_copied_into_the_repository():
+    root = Path(__file__).parent.parent
+    texts = [root / "asterisk-conf" / "README.md", root / "docs" / "asterisk-client.md",
+             *sorted((root / "pbx_control" / "asterisk").glob("*.py"))]
+
+    assert FIXTURES.is_dir()
+    for path in texts:
+        text = path.read_text()
+        assert "shared/fixtures" not in text, path  # outside the repository: not in a clone
+    assert "tests/fixtures/asterisk/" in texts[0].read_text()

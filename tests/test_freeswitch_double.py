@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gevent
 from gevent.server import StreamServer
 
@@ -123,3 +125,16 @@ def test_respond_gives_the_status_and_freeswitch_cause_recording_2a():
     assert (end.get("Hangup-Cause"), end.get("variable_hangup_cause_q850")) == (
         "CALL_REJECTED", "21")
     assert end.get("variable_sip_hangup_disposition") == "send_refuse"
+
+
+def test_the_freeswitch_docs_point_to_the_recordings_copied_into_the_repository():
+    root = Path(__file__).parent.parent
+    readme = root / "freeswitch-conf" / "README.md"
+    texts = [readme, rec.RECORDINGS / "README.md",
+             *sorted((root / "pbx_control" / "freeswitch").glob("*.py"))]
+
+    for path in texts:
+        text = path.read_text()
+        assert "shared/fixtures" not in text, path  # outside the repository: not in a clone
+    assert "pbx_control/freeswitch/recordings/" in readme.read_text()
+    assert (rec.RECORDINGS / "1_answered.jsonl").is_file()

@@ -1,11 +1,12 @@
 """An ARI protocol double: HTTP + WebSocket on 127.0.0.1:0, behaving as the recordings show.
 
-Built from the transcripts of a real Asterisk 22.10.1 (tests/fixtures/asterisk, copies of
-shared/fixtures/asterisk): the REST answers (204 for ring/answer/dial/DELETE, 200 with the
-resource for create and listings, 404 ``{"message": ...}`` for what does not exist), the event
-sequences of each flow, a created far leg entering Stasis at the dial still Down (case12 W2v),
-events dropped (not queued) while the WebSocket is away with the calls kept up (case5a), and
-new calls refused with 603 while no application is connected (case8, case2n).
+Built from the transcripts of a real Asterisk 22.10.1 recorded for this project (the ones the
+tests check the double against are copied into tests/fixtures/asterisk/; case names are the
+recordings'): the REST answers (204 for ring/answer/dial/DELETE, 200 with the resource for
+create and listings, 404 ``{"message": ...}`` for what does not exist), the event sequences of
+each flow, a created far leg entering Stasis at the dial still Down (case12 W2v), events
+dropped (not queued) while the WebSocket is away with the calls kept up (case5a), and new
+calls refused with 603 while no application is connected (case8, case2n).
 
 Where the recordings are silent the double follows the ARI documentation and says so in the
 method concerned: the SIP answer for ``reason_code=41``, playing media to a ringing channel,

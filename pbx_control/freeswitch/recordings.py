@@ -17,7 +17,7 @@ from .protocol import MessageReader, url_decode, url_encode
 
 RECORDINGS = Path(__file__).with_name("recordings")
 
-# The numbers and identities the recordings were made with (shared fixtures README).
+# The numbers and identities the recordings were made with (recordings/README.md).
 RECORDED_CALLER = "8613900000000"
 RECORDED_DIALED = "8613800000000"
 RECORDED_SHOWN = "8617000000001"
