@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import bindings, pool
+from . import bindings, failures, pool
 from .config import Settings
 from .errors import PbxControlError
 from .storage import Store, utcnow
@@ -44,12 +44,18 @@ def run_once(store: Store, settings: Settings, now=None) -> Upkeep:
 
 
 def safe_run_once(store: Store, settings: Settings) -> Upkeep | None:
-    """For timers inside the controllers: a failed pass is logged and retried next time."""
+    """For timers inside the controllers: a failed pass is logged and retried next time.
+
+    Anything unexpected is logged by type and place only (its message could quote a number),
+    and never ends the timer.
+    """
     try:
         return run_once(store, settings)
     except PbxControlError as exc:
         logger.warning("housekeeping pass failed: %s", exc.code)
-        return None
+    except Exception as exc:  # noqa: BLE001 - a timer's catch-all: the next pass retries
+        logger.warning("housekeeping pass failed: %s", failures.describe(exc))
+    return None
 
 
 def every_greenlet(store: Store, settings: Settings, pool, interval_s: float = EVERY_S):

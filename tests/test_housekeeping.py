@@ -108,3 +108,14 @@ def test_gevent_timer_sweeps_without_being_asked(sqlite_store):
     finally:
         keeper.kill()
         pool.kill()
+
+
+def test_an_unexpected_failure_is_logged_without_its_message_and_returns_none(
+        sqlite_store, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ValueError("about +8613900000001")
+
+    monkeypatch.setattr(housekeeping.bindings, "sweep_expired", broken)
+
+    assert housekeeping.safe_run_once(sqlite_store, Settings()) is None
+    assert "ValueError" in caplog.text and "13900000001" not in caplog.text
