@@ -20,6 +20,7 @@ def test_the_delay_runs_from_expiry_to_the_first_refusal_of_a_call_started_after
 
     assert trials.trials == 1 and trials.first_call_right == 1 and trials.stale == 0
     assert abs(trials.delays[0] - 0.017) < 1e-9
+    assert abs(trials.started_after[0] - 0.005) < 1e-9
 
 
 def test_a_call_started_after_expiry_and_still_connected_is_stale():

@@ -45,6 +45,8 @@ class Trials:
     trials: int = 0
     stale: int = 0  # expiry: calls started after expires_at and still connected
     setups: list[float] = field(default_factory=list)  # set-up latency of every probe call
+    # expiry: how long after expires_at the first call decided the new way was started
+    started_after: list[float] = field(default_factory=list)
 
     def row(self) -> dict:
         worst = max(self.delays) if self.delays else None
@@ -57,6 +59,8 @@ class Trials:
             f"{sorted(self.delays)[len(self.delays) // 2] * 1000:.1f}",
             "stale calls": str(self.stale),
             "probe set-up p50 ms": f"{setups[len(setups) // 2] * 1000:.1f}" if setups else "-",
+            "first new-way call started after, worst ms":
+                f"{max(self.started_after) * 1000:.1f}" if self.started_after else "-",
         }
 
 
@@ -165,6 +169,7 @@ def _score_expiry(trials: Trials, results: list[CallResult], expires_mono: float
     refused = [r for r in after if r.decision == "refuse"]
     if refused:
         trials.delays.append(refused[0].started + refused[0].latency - expires_mono)
+        trials.started_after.append(refused[0].started - expires_mono)
         trials.first_call_right += after[0].decision == "refuse"
 
 
