@@ -18,6 +18,7 @@ from pbx_control.freeswitch.protocol import (
     Timeout,
     deadline_in,
     parse_event,
+    parse_header_lines,
     url_decode,
     url_encode,
 )
@@ -111,3 +112,43 @@ def test_a_read_past_its_deadline_raises_timeout_and_a_closed_peer_raises_gone()
     gevent.sleep(0)
     with pytest.raises(Gone):
         conn.read(deadline_in(1))
+
+
+def recorded_events():
+    for path in sorted(rec.RECORDINGS.glob("*.jsonl")):
+        for message in MessageReader().feed(recorded_bytes(path.stem)):
+            if message.is_event:
+                yield message.body
+
+
+def test_lazy_event_headers_read_the_values_of_the_eager_parse_on_every_recording():
+    bodies = list(recorded_events())
+    assert len(bodies) > 80
+
+    for body in bodies:
+        eager = parse_header_lines(body.partition(b"\n\n")[0])
+        lazy = parse_event(body)
+        assert [lazy.get(name) for name in eager] == list(eager.values())
+        assert lazy.get("No-Such-Header") is None and "No-Such-Header" not in lazy.headers
+        assert parse_event(body).headers == eager  # the whole parse, nothing read before
+
+
+def test_a_lazy_lookup_keeps_the_first_line_of_a_name_and_the_eager_colon_rules():
+    body = (b"Event-Name: CHANNEL_ANSWER\nX-Plain:no-space\nX-Colon:a: b\nX-Colon: second\n"
+            b"Unique-ID: first\nUnique-ID: second\nX-Empty: \n\n")
+
+    event = parse_event(body)
+
+    assert event.get("Unique-ID") == "first"
+    assert event.get("X-Plain") == "no-space"
+    assert event.get("X-Colon") == "second"  # "X-Colon:a: b" is the header "X-Colon:a"
+    assert event.get("X-Empty") == ""
+    assert dict(event.headers) == parse_header_lines(body.partition(b"\n\n")[0])
+
+
+def test_iterating_lazy_headers_still_refuses_a_malformed_line():
+    event = parse_event(b"Event-Name: CHANNEL_ANSWER\nno colon here\n\n")
+
+    assert event.name == "CHANNEL_ANSWER"
+    with pytest.raises(ProtocolError):
+        list(event.headers)

@@ -11,6 +11,10 @@ becomes a header of its own and can overwrite a real one (the channel name or th
 address the trust rules read). Its reader also decodes line by line as UTF-8 (one bad byte
 kills the connection) and loops forever on a short read at EOF. Here every value is decoded
 only after the line is split, byte limits bound each message, and every read has a deadline.
+
+Event bodies carry about 170 headers of which a session reads about ten, so ``parse_event``
+finds and decodes a header only when it is read (``EventHeaders``); decoding every value of
+every event was the largest share of the controller's CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ def url_decode(value: str) -> str:
 
 def parse_header_lines(block: bytes, decode: bool = True) -> dict[str, str]:
     """``Name: value`` lines into a dict; values URL-decoded after the split, first one kept."""
+    return _header_dict(block.decode("utf-8", errors="replace"), decode)
+
+
+def _header_dict(text: str, decode: bool) -> dict[str, str]:
     headers: dict[str, str] = {}
-    text = block.decode("utf-8", errors="replace")
     for line in text.split("\n"):
         if not line:
             continue
@@ -73,6 +80,98 @@ def parse_header_lines(block: bytes, decode: bool = True) -> dict[str, str]:
             raise ProtocolError(f"malformed header line ({len(line)} bytes)")
         headers.setdefault(name, url_decode(value) if decode else value)
     return headers
+
+
+class EventHeaders(dict):
+    """An event's headers, each found in the raw block and URL-decoded when first read.
+
+    The block is only searched for ``\\n<Name>:`` at the start of a line, in the text as
+    received, and the value is decoded after it was cut at its line end: an encoded newline in
+    a value (``%0A``) is not a newline here, so it can never create a header, as with
+    ``parse_header_lines``. The value found is the one ``parse_header_lines`` keeps (the first
+    line whose name is ``Name``). Iterating, comparing or copying parses the whole block with
+    ``parse_header_lines`` first, which refuses a malformed line; a lookup alone does not look
+    at the other lines, so a malformed line elsewhere in an event no longer fails the read.
+    """
+
+    def __init__(self, block: bytes):
+        super().__init__()
+        self._text = "\n" + block.decode("utf-8", errors="replace")
+        self._complete = False
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        if self._complete or not _plain_name(name):
+            return default if self._complete else self._fill().get(name, default)
+        raw = self._find(name)
+        if raw is None:
+            return default
+        value = url_decode(raw)
+        dict.__setitem__(self, name, value)
+        return value
+
+    def _find(self, name: str) -> str | None:
+        text, key = self._text, "\n" + name + ":"
+        at = text.find(key)
+        while at >= 0:
+            start = at + len(key)
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+            # "Name: value", or "Name:value" when the line has no ": " (parse_header_lines).
+            if text.startswith(" ", start):
+                return text[start + 1:end]
+            if text.find(": ", start, end) < 0:
+                return text[start:end]
+            at = text.find(key, end)
+        return None
+
+    def _fill(self) -> EventHeaders:
+        if not self._complete:
+            for name, value in _header_dict(self._text, decode=True).items():
+                dict.setdefault(self, name, value)
+            self._complete = True
+        return self
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self):
+        return dict.__iter__(self._fill())
+
+    def __len__(self) -> int:
+        return dict.__len__(self._fill())
+
+    def __eq__(self, other: object) -> bool:
+        return dict.__eq__(self._fill(), other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self._fill())
+
+    def keys(self):
+        return dict.keys(self._fill())
+
+    def values(self):
+        return dict.values(self._fill())
+
+    def items(self):
+        return dict.items(self._fill())
+
+    def copy(self) -> dict[str, str]:
+        return dict(self._fill().items())
+
+
+def _plain_name(name: str) -> bool:
+    # Any other name is looked up in the whole parse, which never finds it or refuses the block.
+    return bool(name) and name.isprintable() and ":" not in name and " " not in name
 
 
 @dataclass
@@ -115,7 +214,7 @@ class Event:
 
 def parse_event(body: bytes) -> Event:
     head, sep, rest = body.partition(b"\n\n")
-    headers = parse_header_lines(head)
+    headers = EventHeaders(head)
     length = headers.get("Content-Length")
     inner = b""
     if length is not None and sep:
