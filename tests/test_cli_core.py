@@ -52,8 +52,8 @@ def as_json(result):
 
 
 def test_db_upgrade_and_current_report_the_revision(run):
-    assert run("db", "current").output.strip() == "0001"
-    assert "0001" in run("db", "upgrade").output
+    assert run("db", "current").output.strip() == "0002"
+    assert "0002" in run("db", "upgrade").output
 
 
 def test_db_current_before_any_upgrade_says_none(tmp_path, monkeypatch):

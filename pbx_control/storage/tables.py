@@ -74,7 +74,11 @@ class Number(Base):
 
     __tablename__ = "numbers"
     __table_args__ = (
-        Index("ix_numbers_allocation", "customer_id", "state", "city", "active_bindings"),
+        # The allocation order of pool._candidates, with a city and without one (0002).
+        Index("ix_numbers_allocation", "customer_id", "state", "city", "active_bindings",
+              "total_bindings", "id"),
+        Index("ix_numbers_least_used", "customer_id", "state", "active_bindings",
+              "total_bindings", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
