@@ -113,7 +113,7 @@ def plan_bind(session: Session, customer_id: int, request, now: datetime,
     plan = BindPlan(
         mode=mode, a=a, b=b, x=_optional_number(request.x, "x", region),
         city=_city(request.city), city_strict=bool(request.city_strict),
-        expires_at=_expiry(request.expires_at, now), out_id=_out_id(request.out_id),
+        expires_at=future_expiry(request.expires_at, now), out_id=_out_id(request.out_id),
         record=bool(request.record), direction=_choice(Direction, request.direction,
                                                        "direction"),
         sms=bool(request.sms), allow_withheld=bool(request.allow_withheld),
@@ -172,7 +172,8 @@ def _city(value: str | None) -> str | None:
     return check_text(value, "city")
 
 
-def _expiry(value: datetime | None, now: datetime) -> datetime | None:
+def future_expiry(value: datetime | None, now: datetime) -> datetime | None:
+    """An expiry must carry its zone and lie ahead; kept in ``now``'s zone."""
     if value is None:
         return None
     if not isinstance(value, datetime) or value.tzinfo is None:

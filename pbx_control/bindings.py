@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session
 from . import config
 from .binding_rules import (
     BindPlan,
+    future_expiry,
     new_binding_id,
     parse_expires,
     plan_bind,
     plan_parties_update,
 )
-from .errors import Conflict, InvalidInput, NotFound, Unprocessable
+from .errors import Conflict, NotFound, Unprocessable
 from .numbers import mask, parse
 from .pool import allocate, get_number, refresh_cooling
 from .routing import DEDICATED_MODES, BindingView, Direction, Mode, NumberState
@@ -365,7 +366,7 @@ def update_binding(
     binding = get_binding(session, customer_id, binding_id)
     _check_updatable(binding, now)
     if expires_at is not UNSET:
-        expires_at = _future(expires_at, now)
+        expires_at = future_expiry(expires_at, now)
     plan = plan_parties_update(session, binding, region, a=a, b=b, default_party=default_party,
                                unset=UNSET)
 
@@ -387,16 +388,6 @@ def _check_updatable(binding: Binding, now: datetime) -> None:
                             code="already_ended")
     if _expired(binding, now):
         raise Unprocessable(f"binding {binding.id} has expired", field="id", code="expired")
-
-
-def _future(value, now: datetime) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput("expires: a time with its zone", field="expires")
-    if value <= now:
-        raise InvalidInput("expires: must be in the future", field="expires")
-    return value.astimezone(now.tzinfo)
 
 
 def _replace_parties(session, binding: Binding, plan, now, settings) -> None:
