@@ -70,6 +70,10 @@ class FreeSwitchSettings:
     recordings_dir: str = "/var/lib/freeswitch/recordings"
     max_call_s: int = 7200
     decision_deadline_s: float = 1.0
+    # Admission control: past either bound a new session is refused 503 at once (the
+    # carrier fails over) instead of slowing every call down and growing without bound.
+    max_sessions: int = 2000  # sessions open at once, answered calls included
+    max_setup_sessions: int = 150  # sessions accepted and not yet decided
 
 
 @dataclass
@@ -258,6 +262,8 @@ def _validate_freeswitch(fs: FreeSwitchSettings) -> None:
     _port(fs, "listen_port", "freeswitch.")
     _port(fs, "esl_port", "freeswitch.")
     _call_limits(fs, "freeswitch.")
+    _at_least(fs, "max_sessions", 1, "freeswitch.")
+    _at_least(fs, "max_setup_sessions", 1, "freeswitch.")
     _networks(fs.pbx_addresses, "freeswitch.pbx_addresses")
     # Compared address by address with the channel's source (freeswitch/channel.py): a
     # network written here would never match, so only single addresses are accepted.

@@ -63,12 +63,19 @@ def guarded(what: str, func: Callable, *args, **kwargs) -> None:
 
 
 class CoreClient:
-    """Runs CallService methods in a thread pool; each wait is bounded."""
+    """Runs CallService methods in thread pools; each wait is bounded.
 
-    def __init__(self, service: Any, decision_deadline_s: float, pool: ThreadPool | None = None):
+    Decisions have a pool of their own when ``decision_pool`` is given: in one FIFO pool a new
+    call's decision waited behind the ringing / answered / ended writes of the calls already
+    connected (docs/benchmarks.md), while the caller hears nothing until it is made.
+    """
+
+    def __init__(self, service: Any, decision_deadline_s: float, pool: ThreadPool | None = None,
+                 decision_pool: ThreadPool | None = None):
         self.service = service
         self.deadline = decision_deadline_s
         self.pool = pool or gevent.get_hub().threadpool
+        self.decision_pool = decision_pool or self.pool
 
     def _run(self, deadline: float, func: Callable, *args, **kwargs):
         value = self.pool.spawn(contained, func, args, kwargs).get(timeout=deadline)
@@ -84,7 +91,7 @@ class CoreClient:
         else:
             call = partial(self.service.route_inbound, info.caller_raw, info.dialed_raw,
                            info.uuid, trusted=info.entry == Entry.CARRIER)
-        result = self.pool.spawn(contained, call, (), {})
+        result = self.decision_pool.spawn(contained, call, (), {})
         try:
             value = result.get(timeout=self.deadline)
         except gevent.Timeout:

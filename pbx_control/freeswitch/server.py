@@ -15,13 +15,18 @@ import logging
 from gevent import socket
 from gevent.server import StreamServer
 
+from ..causes import UNAVAILABLE
 from ..config import FreeSwitchSettings
+from . import commands as cmd
 from .core import CoreClient
-from .protocol import Connection
+from .protocol import Connection, Gone, ProtocolError, Timeout, deadline_in
 from .session import CallSession
 from .tracker import Tracker
 
 logger = logging.getLogger(__name__)
+
+SHED_S = 2.0  # for the replies to a refused session's two commands
+SHED_LOG_EVERY = 1000
 
 
 def allowed(address: str, pbx_addresses: list[str]) -> bool:
@@ -48,6 +53,8 @@ class OutboundServer:
         self.core = core
         self.tracker = tracker
         self.active = 0
+        self.setting_up = 0
+        self.shed = 0
         listen = (host or settings.listen_host,
                   settings.listen_port if port is None else port)
         self.server = StreamServer(listen, self._handle, backlog=1024)
@@ -74,8 +81,48 @@ class OutboundServer:
             return
         # Commands are small and each waits for its reply: no Nagle delay on them.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._overloaded():
+            self._refuse(Connection(sock, peer))
+            return
         self.active += 1
+        self.setting_up += 1
+        in_setup = [True]
+
+        def decided() -> None:
+            if in_setup[0]:
+                in_setup[0] = False
+                self.setting_up -= 1
+
         try:
-            CallSession(Connection(sock, peer), self.settings, self.core, self.tracker).run()
+            CallSession(Connection(sock, peer), self.settings, self.core, self.tracker,
+                        on_decided=decided).run()
         finally:
+            decided()
             self.active -= 1
+
+    def _overloaded(self) -> bool:
+        return (self.active >= self.settings.max_sessions
+                or self.setting_up >= self.settings.max_setup_sessions)
+
+    def _refuse(self, conn: Connection) -> None:
+        """Refuse a session past the admission bounds: 503 (Q.850 41), fail closed and cheap.
+
+        No decision is taken and no call record is written: under overload that database work
+        is what the controller has no room for (known shortcoming: the attempt is only in
+        FreeSWITCH's own CDR and in this log's count). ``connect`` then the hangup go out in
+        one write; without ``linger`` FreeSWITCH closes the socket after the hangup.
+        """
+        self.shed += 1
+        if self.shed % SHED_LOG_EVERY == 1:
+            logger.warning("overload: %d sessions, %d in set-up: refusing new calls 503 "
+                           "(%d so far)", self.active, self.setting_up, self.shed)
+        try:
+            conn.send(cmd.CONNECT + cmd.refuse(UNAVAILABLE))
+            deadline, replies = deadline_in(SHED_S), 0
+            while replies < 2:  # the channel data, then the hangup's +OK
+                if conn.read(deadline).content_type == "command/reply":
+                    replies += 1
+        except (Gone, Timeout, ProtocolError) as exc:
+            logger.debug("refused session from %s: %s", conn.peer, type(exc).__name__)
+        finally:
+            conn.close()

@@ -24,7 +24,10 @@ from .tracker import Tracker
 
 logger = logging.getLogger(__name__)
 
-THREADS = 32  # concurrent database calls; the engine's pool (10 + 20 overflow) matches
+# Concurrent database calls: decisions and call-event writes have a pool each (core.py),
+# together no more than the engine's connections (10 + 20 overflow).
+DECISION_THREADS = 12
+THREADS = 18
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Controller:
     core: CoreClient
     tracker: Tracker
     pool: ThreadPool
+    decision_pool: ThreadPool | None = None
 
     def start(self) -> Controller:
         self.server.start()
@@ -48,6 +52,8 @@ class Controller:
         if self.inbound is not None:
             self.inbound.stop()
         self.pool.kill()
+        if self.decision_pool is not None:
+            self.decision_pool.kill()
 
 
 def build(settings: Settings, store: Store, host: str | None = None, port: int | None = None,
@@ -58,12 +64,12 @@ def build(settings: Settings, store: Store, host: str | None = None, port: int |
 
         fs = settings.freeswitch
         service = CallService(store, settings, pbx="freeswitch", node=fs.node_name)
-    pool = ThreadPool(THREADS)
-    core = CoreClient(service, settings.freeswitch.decision_deadline_s, pool)
+    pool, decision_pool = ThreadPool(THREADS), ThreadPool(DECISION_THREADS)
+    core = CoreClient(service, settings.freeswitch.decision_deadline_s, pool, decision_pool)
     tracker = Tracker()
     server = OutboundServer(settings.freeswitch, core, tracker, host, port)
     connection = InboundConnection(settings.freeswitch, core, tracker) if inbound else None
-    return Controller(server, connection, core, tracker, pool)
+    return Controller(server, connection, core, tracker, pool, decision_pool)
 
 
 def _reason(exc: OSError) -> str:

@@ -14,6 +14,7 @@ deadline. The commands it sends are built by ``commands`` from validated values 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..causes import UNAVAILABLE, HangupBy, Outcome, refusal_for
 from ..config import FreeSwitchSettings
@@ -38,8 +39,9 @@ class CallSession:
     """One outbound-socket connection, one call."""
 
     def __init__(self, conn: Connection, settings: FreeSwitchSettings, core: CoreClient,
-                 tracker: Tracker):
+                 tracker: Tracker, on_decided: Callable[[], None] | None = None):
         self.conn = conn
+        self.on_decided = on_decided  # the server's admission count of sessions in set-up
         self.settings = settings
         self.core = core
         self.tracker = tracker
@@ -94,11 +96,18 @@ class CallSession:
         try:
             routed = self.core.decide(self.info)
         except Unavailable:
+            self._decided()
             self._refuse_unavailable()
         else:
+            self._decided()
             self._act(routed)
         self._follow()
         self._exit()
+
+    def _decided(self) -> None:
+        if self.on_decided is not None:
+            self.on_decided()
+            self.on_decided = None
 
     def _record_lost_call(self) -> None:
         try:
@@ -187,21 +196,30 @@ class CallSession:
         self._refuse(UNAVAILABLE)
 
     def _send_all(self, commands: list[bytes]) -> None:
-        for command in commands:
-            if self.hung_up:
-                return  # the caller is gone (e.g. hung up while we decided)
-            reply = self._command(command)
+        """Write the commands in one go, then read their replies in order.
+
+        In ``async`` mode FreeSWITCH queues each sendmsg and answers ``+OK`` at once, before
+        the application runs (recording 3b: both replies come before the first
+        CHANNEL_EXECUTE), so waiting for each reply in turn only added a round trip per
+        command (seven before a bridge) to the caller's post-dial delay.
+        """
+        if self.hung_up:
+            return  # the caller is gone (e.g. hung up while we decided)
+        self.conn.send(b"".join(commands))
+        deadline = deadline_in(COMMAND_S)
+        for _ in commands:
+            reply = self._reply(deadline)
             if reply.reply_text.startswith("-ERR"):
                 # After the caller hung up FreeSWITCH refuses further apps: not an error.
                 logger.debug("call %s: command refused: %s", self.uuid, reply.reply_text)
-                if self.hung_up:
-                    return
 
     # --- the wire -------------------------------------------------------------------------
 
     def _command(self, data: bytes) -> Message:
         self.conn.send(data)
-        deadline = deadline_in(COMMAND_S)
+        return self._reply(deadline_in(COMMAND_S))
+
+    def _reply(self, deadline: float) -> Message:
         while True:
             message = self.conn.read(deadline)
             if message.content_type == "command/reply":
