@@ -118,7 +118,12 @@ def lazy_events() -> None:
 
 def pipelined_commands() -> None:
     """session.CallSession._send_all writing the commands before the bridge in one go and
-    then reading their replies in order, instead of one round trip each (seven per call)."""
+    then reading their replies in order, instead of one round trip each (seven per call).
+
+    The FreeSWITCH adapter does this itself since commit 69d4a31; kept to reproduce the
+    what-if figures of docs/benchmarks.md on earlier commits (on later ones it replaces the
+    adapter's own version, which also stops at a refused command).
+    """
     from ..freeswitch import session
     from ..freeswitch.protocol import deadline_in
 
