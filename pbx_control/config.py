@@ -73,7 +73,8 @@ class FreeSwitchSettings:
     # Admission control: past either bound a new session is refused 503 at once (the
     # carrier fails over) instead of slowing every call down and growing without bound.
     max_sessions: int = 2000  # sessions open at once, answered calls included
-    max_setup_sessions: int = 150  # sessions accepted and not yet decided
+    # 40: about 0.3 s of decisions queued at the measured CPU per call (docs/benchmarks.md)
+    max_setup_sessions: int = 40  # sessions accepted and not yet decided
 
 
 @dataclass
