@@ -289,6 +289,17 @@ class CallService:
         with self._transaction() as session:
             return records.call_event(session, record_id, kind, at=at, **fields)
 
+    def call_events(self, events: list[tuple[str, str, datetime | None, dict]]) -> list:
+        """Many call events in one transaction (see ``records.call_events``): for each, its
+        record's columns, None, or the NotFound / InvalidInput it raised.
+
+        Storage failures raise StorageUnavailable for the whole batch.
+        """
+        now = self._clock()
+        events = [(record_id, kind, at or now, fields) for record_id, kind, at, fields in events]
+        with self._transaction() as session:
+            return records.call_events(session, events)
+
     def open_records(self) -> list[CallRecord]:
         """This node's records without an end, for reconciliation after a restart."""
         with self._transaction() as session:

@@ -401,3 +401,90 @@ def test_purge_works_through_many_batches(store, customer_id, monkeypatch):
 
 def as_utc(value):
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+# -- many events in one transaction (what the adapters do) ------------------------------------
+
+def outbox_rows(session):
+    query = select(CallEvent).order_by(CallEvent.id)
+    return [(e.record_id, e.kind, e.payload) for e in session.scalars(query)]
+
+
+def without_ids(rows):
+    return [(kind, {k: v for k, v in payload.items() if k != "id"})
+            for _, kind, payload in rows]
+
+
+LIFE = [("ringing", sec(2), {}), ("answered", sec(5), {}), ("ringing", sec(6), {}),
+        ("ended", sec(65), {"hangup_by": "callee", "sip_status": 200, "q850_cause": 16,
+                            "pbx_cause": "NORMAL_CLEARING"}),
+        ("ended", sec(70), {"hangup_by": "caller"})]
+
+
+def test_a_batch_gives_the_same_rows_and_outbox_as_one_event_at_a_time(store, customer_id):
+    # One record through the unit of work, event by event in the session that holds it; the
+    # other as the adapters write it: every event in one batch, in a fresh session.
+    with store.session() as session:
+        held = attempt(session, customer_id, call_uuid="held").id
+        batched = attempt(session, customer_id, call_uuid="batched").id
+    with store.session() as session:
+        session.get(CallRecord, held)
+        for kind, at, fields in LIFE:
+            records.call_event(session, held, kind, at=at, **fields)
+    with store.session() as session:
+        results = records.call_events(session, [(batched, kind, at, fields)
+                                                for kind, at, fields in LIFE])
+
+    assert [r is None for r in results] == [False, False, True, False, True]
+    assert results[3]["billsec_s"] == 60 and results[3]["hangup_by"] == "callee"
+    with store.session() as session:
+        rows = {r.call_uuid: records.record_dict(r) for r in session.scalars(
+            select(CallRecord))}
+        outbox = outbox_rows(session)
+    for data in rows.values():
+        data.pop("id"), data.pop("call_uuid")
+    assert rows["held"] == rows["batched"]
+    assert rows["batched"]["outcome"] == "answered"
+    held_events = [row for row in outbox if row[0] == held]
+    batched_events = [row for row in outbox if row[0] == batched]
+    assert [kind for _, kind, _ in batched_events] == ["ringing", "answered", "ended"]
+    # Each outbox row shows the record as that event left it, in either path.
+    assert without_ids(held_events) == [
+        (kind, {**payload, "call_uuid": "held"}) for kind, payload in
+        without_ids(batched_events)]
+    assert batched_events[0][2]["answered_at"] is None
+
+
+def test_one_bad_event_in_a_batch_costs_the_others_nothing(store, customer_id):
+    with store.session() as session:
+        first = attempt(session, customer_id, call_uuid="u1").id
+        second = attempt(session, customer_id, call_uuid="u2").id
+    with store.session() as session:
+        results = records.call_events(session, [
+            (first, "ringing", sec(1), {}),
+            ("no-such-record", "ringing", sec(1), {}),
+            (second, "rung", sec(1), {}),
+            (second, "ended", sec(9), {"sip_status": "200"}),
+            (second, "answered", sec(2), {}),
+        ])
+
+    assert isinstance(results[1], NotFound)
+    assert isinstance(results[2], InvalidInput) and results[2].field == "kind"
+    assert isinstance(results[3], InvalidInput) and results[3].field == "sip_status"
+    assert results[0]["ringing_at"] is not None and results[4]["answered_at"] is not None
+    with store.session() as session:
+        assert [kind for _, kind, _ in outbox_rows(session)] == ["ringing", "answered"]
+        assert session.get(CallRecord, second).ended_at is None
+
+
+def test_a_record_added_in_the_same_session_is_found(store, customer_id):
+    with store.session() as session:
+        record = attempt(session, customer_id)
+        record_id = record.id
+        session.expunge(record)
+        pending = attempt(session, customer_id, call_uuid="pending", flush=False)
+        results = records.call_events(session, [(record_id, "ringing", sec(1), {}),
+                                                (pending.id, "ringing", sec(1), {})])
+    assert results[0]["ringing_at"] is not None and results[1] is pending
+    with store.session() as session:
+        assert session.get(CallRecord, record_id).ringing_at is not None
