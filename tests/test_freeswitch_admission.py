@@ -49,6 +49,11 @@ class HeldCore:
     def call_event(self, record_id, kind, at=None, **fields):
         self.events.append((record_id, kind))
 
+    def call_events(self, events):
+        # The controller writes its events in batches; this fake takes them one by one.
+        return [self.call_event(record_id, kind, at, **fields)
+                for record_id, kind, at, fields in events]
+
 
 def wait_for(condition, seconds: float = 5.0) -> None:
     deadline = time.monotonic() + seconds

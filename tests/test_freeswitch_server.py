@@ -59,6 +59,11 @@ class FakeCore:
     def call_event(self, record_id, kind, at=None, **fields):
         self.events.append((record_id, kind, fields))
 
+    def call_events(self, events):
+        # The controller writes its events in batches; this fake takes them one by one.
+        return [self.call_event(record_id, kind, at, **fields)
+                for record_id, kind, at, fields in events]
+
     def open_records(self):
         return list(self.open)
 

@@ -11,6 +11,7 @@ completes later, its record is closed as refused rather than left open.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,9 @@ from functools import partial
 from typing import Any
 
 import gevent
+from gevent.event import AsyncResult, Event
 from gevent.threadpool import ThreadPool
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..causes import UNAVAILABLE, HangupBy, Outcome
 from ..errors import PbxControlError, StorageUnavailable
@@ -76,6 +79,10 @@ class CoreClient:
         self.deadline = decision_deadline_s
         self.pool = pool or gevent.get_hub().threadpool
         self.decision_pool = decision_pool or self.pool
+        self.events = EventWriter(service, self.pool)
+
+    def close(self) -> None:
+        self.events.close()
 
     def _run(self, deadline: float, func: Callable, *args, **kwargs):
         value = self.pool.spawn(contained, func, args, kwargs).get(timeout=deadline)
@@ -141,8 +148,9 @@ class CoreClient:
     def event(self, record_id: str, kind: str, at: datetime | None, **fields) -> bool:
         """One call event; False (logged) when it could not be stored in time."""
         try:
-            self._run(EVENT_DEADLINE_S, self.service.call_event, record_id, kind, at=at,
-                      **fields)
+            result = self.events.write(record_id, kind, at, fields, EVENT_DEADLINE_S)
+            if isinstance(result, Exception):
+                raise result
             return True
         except (gevent.Timeout, PbxControlError) as exc:
             logger.warning("record %s: %s event not stored (%s)", record_id, kind,
@@ -154,3 +162,75 @@ class CoreClient:
 
     def open_records(self) -> list:
         return self._run(EVENT_DEADLINE_S * 3, self.service.open_records)
+
+
+class EventWriter:
+    """Writes call events a batch per transaction, one batch at a time, in arrival order.
+
+    An answered call brings three events (ringing, answered, ended); in a transaction each
+    they cost more of the controller's core than the decision (docs/benchmarks.md). Here
+    whatever arrives while a batch is being written goes into the next one: one event alone
+    when calls are few, dozens under load. One writer keeps the order in which a call's events
+    came, which two writers racing could swap. Nothing bounds the queue here: every caller
+    waits for its own event, so it holds at most one event per session and connection.
+    """
+
+    MAX_BATCH = 500
+
+    def __init__(self, service: Any, pool: ThreadPool):
+        self._service = service
+        self._pool = pool
+        self._queue: deque = deque()
+        self._ready = Event()
+        self._writer: gevent.Greenlet | None = None
+
+    def write(self, record_id: str, kind: str, at: datetime | None, fields: dict,
+              timeout: float):
+        """The event's result (see ``CallService.call_events``), or what its batch raised;
+        gevent.Timeout when not written in time (it may still be, later)."""
+        done = AsyncResult()
+        self._queue.append(((record_id, kind, at, fields), done))
+        self._ready.set()
+        if self._writer is None or self._writer.dead:
+            self._writer = gevent.spawn(self._run)
+        value = done.get(timeout=timeout)
+        if isinstance(value, Raised):
+            raise value.error
+        return value
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.kill(block=False)
+
+    def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._ready.clear()
+                self._ready.wait()
+                continue
+            count = min(len(self._queue), self.MAX_BATCH)
+            batch = [self._queue.popleft() for _ in range(count)]
+            self._write(batch)
+
+    def _write(self, batch: list) -> None:
+        value = self._call([event for event, _ in batch])
+        if isinstance(value, Raised) and len(batch) > 1 and not _storage_down(value.error):
+            # One event the database refused must not cost the others: each on its own.
+            for entry in batch:
+                self._write([entry])
+            return
+        for index, (_, done) in enumerate(batch):
+            done.set(value if isinstance(value, Raised) else value[index])
+
+    def _call(self, events: list):
+        try:
+            return self._pool.spawn(contained, self._service.call_events, (events,), {}).get()
+        except Exception as exc:  # noqa: BLE001 - the pool itself failed (killed at stop)
+            return Raised(exc)
+
+
+def _storage_down(error: Exception) -> bool:
+    """The database cannot be reached, as opposed to refusing one statement."""
+    cause = error.__cause__
+    return isinstance(error, StorageUnavailable) and (
+        cause is None or isinstance(cause, (OperationalError, InterfaceError)))

@@ -51,6 +51,7 @@ class Controller:
         self.server.stop()
         if self.inbound is not None:
             self.inbound.stop()
+        self.core.close()
         self.pool.kill()
         if self.decision_pool is not None:
             self.decision_pool.kill()
