@@ -7,6 +7,7 @@ platform). ``bindings`` then does what needs the X row locked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -14,15 +15,15 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Integer, bindparam, exists, literal_column, null, select, union_all
 from sqlalchemy.orm import Session
 
 from .customers import check_text
-from .errors import InvalidInput, NotFound, Unprocessable
+from .errors import InvalidInput, NotFound, PbxControlError, Unprocessable
 from .groups import get_group
 from .numbers import mask, parse
 from .pool import pool_members
-from .routing import DEDICATED_MODES, Direction, Mode
+from .routing import DEDICATED_MODES, Direction, Mode, NumberState
 from .softphones import get_softphone
 from .storage.tables import Binding, Customer, Number
 
@@ -85,26 +86,48 @@ class BindPlan:
     max_call_s: int | None
     parties: list[tuple[str, str]] = field(default_factory=list)
     request_hash: str = ""
+    # Whether a cool-down has ended: the bind runs the cool-down pass only then.
+    cooling_due: bool = True
 
     @property
     def party_numbers(self) -> list[str]:
         return [p for _, p in self.parties]
 
-    def new_binding(self, binding_id: str, customer_id: int, number: Number,
-                    now: datetime) -> Binding:
-        return Binding(
-            id=binding_id, customer_id=customer_id, mode=self.mode.value, number_id=number.id,
-            x=number.e164, a=self.a, b=self.b, default_party=self.default_party,
-            softphone=self.softphone, group_id=self.group_id, direction=self.direction.value,
-            record=self.record, sms=self.sms, allow_withheld=self.allow_withheld,
-            is_primary=self.primary, max_call_s=self.max_call_s, out_id=self.out_id,
-            request_hash=self.request_hash, created_at=now, updated_at=now,
-            expires_at=self.expires_at)
+    def binding_values(self, binding_id: str, customer_id: int, number_id: int, x: str,
+                       now: datetime) -> dict:
+        """The new binding's row, column by column (``bindings._insert`` writes it)."""
+        return {
+            "id": binding_id, "customer_id": customer_id, "mode": self.mode.value,
+            "number_id": number_id, "x": x, "a": self.a, "b": self.b,
+            "default_party": self.default_party, "softphone": self.softphone,
+            "group_id": self.group_id, "direction": self.direction.value,
+            "record": self.record, "sms": self.sms, "allow_withheld": self.allow_withheld,
+            "is_primary": self.primary, "max_call_s": self.max_call_s, "out_id": self.out_id,
+            "request_hash": self.request_hash, "created_at": now, "updated_at": now,
+            "expires_at": self.expires_at}
 
 
 def plan_bind(session: Session, customer_id: int, request, now: datetime,
               region: str) -> BindPlan:
-    _require_active(session, customer_id)
+    try:
+        plan = _validated(request, now, region)
+    except PbxControlError:
+        # An unknown or disabled customer hears that first, whatever else is wrong.
+        _require_active(session, customer_id)
+        raise
+
+    facts = _bind_facts(session, customer_id, [plan.a, plan.b, plan.default_party], now)
+    _check_status(facts.status)
+    _check_no_loop(facts.pool_members, {"a": plan.a, "b": plan.b,
+                                        "default_party": plan.default_party})
+    plan.cooling_due = facts.cooling_due
+    _resolve_group_and_softphone(session, customer_id, plan, request)
+    plan.request_hash = _request_hash(plan)
+    return plan
+
+
+def _validated(request, now: datetime, region: str) -> BindPlan:
+    """Every rule of a bind that needs no database."""
     mode = _choice(Mode, request.mode, "mode")
     a = parse(request.a, "a", region)
     b = _optional_number(request.b, "b", region)
@@ -121,16 +144,64 @@ def plan_bind(session: Session, customer_id: int, request, now: datetime,
         group_id=None, softphone=None, primary=bool(request.primary),
         max_call_s=_max_call(request.max_call_s))
     plan.parties = [("a", a)] + ([("b", b)] if b else [])
-
     _check_distinct(plan)
-    _check_no_loop(session, {"a": a, "b": b, "default_party": plan.default_party})
-    _resolve_group_and_softphone(session, customer_id, plan, request)
-    plan.request_hash = _request_hash(plan)
     return plan
 
 
+@dataclass
+class _BindFacts:
+    status: str | None = None
+    pool_members: set[str] = field(default_factory=set)
+    cooling_due: bool = False
+
+
+def _bind_facts(session: Session, customer_id: int, numbers: list[str | None],
+                now: datetime) -> _BindFacts:
+    """What a bind must know before it writes, in one round trip instead of three.
+
+    The customer's status, which of the request's numbers are pool numbers (a party must not
+    be one), and whether any of the customer's numbers has a cool-down that has ended (only
+    then is the cool-down pass worth its UPDATE).
+    """
+    params = {"customer": customer_id, "numbers": [n for n in numbers if n], "now": now}
+    facts = _BindFacts()
+    # Core statements skip the session's autoflush: what the caller has pending (a customer
+    # just created, a status changed) must be written before it is read here.
+    session.flush()
+    for kind, value in session.connection().execute(_facts_query(), params):
+        if kind == _STATUS:
+            facts.status = value
+        elif kind == _POOL_MEMBER:
+            facts.pool_members.add(value)
+        else:
+            facts.cooling_due = True
+    return facts
+
+
+_STATUS, _POOL_MEMBER, _COOLING_DUE = 1, 2, 3
+
+
+@functools.cache
+def _facts_query():
+    def kind(value: int):
+        return literal_column(str(value), Integer)
+
+    status = select(kind(_STATUS), Customer.status).where(
+        Customer.id == bindparam("customer"))
+    members = select(kind(_POOL_MEMBER), Number.e164).where(
+        Number.e164.in_(bindparam("numbers", expanding=True)))
+    cooled = exists().where(Number.customer_id == bindparam("customer"),
+                            Number.state == NumberState.COOLING.value,
+                            Number.cooling_until <= bindparam("now"))
+    due = select(kind(_COOLING_DUE), null().label("value")).where(cooled)
+    return union_all(status, members, due)
+
+
 def _require_active(session: Session, customer_id: int) -> None:
-    status = session.scalar(select(Customer.status).where(Customer.id == customer_id))
+    _check_status(session.scalar(select(Customer.status).where(Customer.id == customer_id)))
+
+
+def _check_status(status: str | None) -> None:
     if status is None:
         raise NotFound("no such customer", field="customer")
     if status != "active":
@@ -206,8 +277,8 @@ def _check_distinct(plan: BindPlan) -> None:
         raise InvalidInput("default_party: is party a itself", field="default_party")
 
 
-def _check_no_loop(session: Session, parties: dict[str, str | None]) -> None:
-    looping = pool_members(session, [n for n in parties.values() if n])
+def _check_no_loop(looping: set[str], parties: dict[str, str | None]) -> None:
+    """``looping``: which of the parties are virtual numbers of the pool (``pool_members``)."""
     for name, number in parties.items():
         if number in looping:
             raise Unprocessable(f"{name}: {mask(number)} is a virtual number of the pool "
@@ -264,7 +335,8 @@ def plan_parties_update(session: Session, binding: Binding, region: str, *, a, b
         raise InvalidInput("b: a and b are the same number", field="b")
     if new_default is not None and new_default == new_a:
         raise InvalidInput("default_party: is party a itself", field="default_party")
-    _check_no_loop(session, {"a": new_a, "b": new_b, "default_party": new_default})
+    news = {"a": new_a, "b": new_b, "default_party": new_default}
+    _check_no_loop(pool_members(session, news.values()), news)
 
     parties = [("a", new_a)] + ([("b", new_b)] if new_b else [])
     changed = [r for r, p in parties if p != getattr(binding, r)]

@@ -9,12 +9,15 @@ bind, unbind and the sweeper never deadlock one another.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -145,22 +148,24 @@ def _retry_of(session, customer_id, plan: BindPlan, now, settings) -> Binding | 
 
 
 def _bind_on_x(session, customer_id, plan: BindPlan, now, settings) -> Binding:
-    refresh_cooling(session, now, customer_id)
+    if plan.cooling_due:
+        refresh_cooling(session, now, customer_id)
     number = get_number(session, customer_id, plan.x, lock=True)
     _check_state(number, plan.mode, now)
     _close_expired_on(session, number, plan.party_numbers, now, settings,
                       dedicated=plan.mode in DEDICATED_MODES)
     _check_usage(number, plan.mode, settings)
 
-    if _held(session, number.e164, plan.party_numbers):
-        raise _pair_in_use(number)
     try:
-        return _insert(session, customer_id, number, plan, now)
+        binding = _insert(session, customer_id, number.id, number.e164, plan, now)
     except _PairTaken:
         retried = _retry_of(session, customer_id, plan, now, settings)
         if retried is not None:
             return retried
         raise _pair_in_use(number) from None
+    if binding is None:
+        raise _pair_in_use(number)
+    return binding
 
 
 def _bind_allocated(session, customer_id, plan: BindPlan, now, settings) -> Binding:
@@ -168,20 +173,23 @@ def _bind_allocated(session, customer_id, plan: BindPlan, now, settings) -> Bind
     for attempt in range(ALLOCATION_ATTEMPTS):
         number = allocate(session, customer_id, plan.party_numbers, mode=plan.mode,
                           city=plan.city, city_strict=plan.city_strict, now=now,
-                          settings=settings, exclude=tried)
+                          settings=settings, exclude=tried,
+                          refresh=plan.cooling_due and not tried)
         tried.append(number.id)
 
-        # The candidate query read the pairs before the row lock was granted: look again.
-        if _held(session, number.e164, plan.party_numbers):
-            continue
         try:
-            return _insert(session, customer_id, number, plan, now)
+            binding = _insert(session, customer_id, number.id, number.e164, plan, now)
         except _PairTaken:
             retried = _retry_of(session, customer_id, plan, now, settings)
             if retried is not None:
                 return retried
             logger.warning("bind: lost the race for %s (attempt %d)", mask(number.e164),
                            attempt + 1)
+            continue
+        # None: the candidate query read the pairs before the row lock was granted, and a
+        # bind that held the lock meanwhile took one of them. Another X will do.
+        if binding is not None:
+            return binding
     raise Conflict("every number tried was taken by concurrent binds",
                    field="x", code="pair_in_use")
 
@@ -250,27 +258,153 @@ def _close_expired_on(session, number: Number, parties, now, settings,
                     _routing(settings).dedicated_cooldown_s)
 
 
-def _insert(session, customer_id, number: Number, plan: BindPlan, now) -> Binding:
-    binding = plan.new_binding(new_binding_id(now), customer_id, number, now)
+# Tests turn this off to reach the unique pair index, as a writer racing the check would.
+CHECK_HELD_PAIRS = True
+
+
+def _insert(session, customer_id, number_id: int, x: str, plan: BindPlan,
+            now) -> Binding | None:
+    """Write the binding, its pairs and X's counters; None when a party already holds X.
+
+    The caller holds the X row locked, and every writer of pairs locks X first, so the
+    held-pair check made inside the write sees every pair that could collide. The unique
+    index still has the last word: a pair it refuses is a lost race (_PairTaken), with
+    nothing written and the transaction still usable for another X.
+
+    Core, not the ORM unit of work: on PostgreSQL one statement and no savepoint, where the
+    ORM took seven (savepoint, the flushes of the binding, its pairs and the counters,
+    release, the number's refresh). The Binding returned is built from the values written,
+    not read back.
+    """
+    values = plan.binding_values(new_binding_id(now), customer_id, number_id, x, now)
+    connection = session.connection()
+    on_postgresql = connection.dialect.name == "postgresql"
+    # PostgreSQL's write reports a lost race instead of raising it. What it cannot report is
+    # a foreign key gone (the allow-group deleted meanwhile): a group bind keeps a savepoint.
+    guarded = not on_postgresql or plan.group_id is not None
     try:
-        with session.begin_nested():
-            session.add(binding)
-            session.flush()
-            session.add_all(
-                BindingParty(binding_id=binding.id, x=number.e164, party=party, role=role,
-                             active=True)
-                for role, party in plan.parties)
-            if plan.primary:
-                _clear_primary(session, customer_id, plan.a, binding.id)
-            number.active_bindings = Number.active_bindings + 1
-            number.total_bindings = Number.total_bindings + 1
-            if plan.mode in DEDICATED_MODES:
-                number.state = NumberState.DEDICATED.value
-            session.flush()
+        with connection.begin_nested() if guarded else contextlib.nullcontext():
+            if on_postgresql:
+                written = _write_postgresql(connection, values, plan)
+            else:
+                written = _write_sqlite(connection, values, plan)
     except IntegrityError:
         raise _PairTaken() from None
-    session.refresh(number)
-    return binding
+    if not written:
+        return None
+    if plan.primary:
+        _clear_primary(session, customer_id, plan.a, values["id"])
+
+    # The counters changed behind the ORM's back: a Number the session holds must reload.
+    held = session.identity_map.get(session.identity_key(Number, number_id))
+    if held is not None:
+        session.expire(held, ["active_bindings", "total_bindings", "state"])
+    return Binding(**values)
+
+
+def _write_postgresql(connection, values: dict, plan: BindPlan) -> bool:
+    """One statement; False when a party holds a pair on X, _PairTaken on a lost race."""
+    free, bound, counted = connection.execute(_pg_insert(CHECK_HELD_PAIRS), {
+        **values, "roles": [role for role, _ in plan.parties], "parties": plan.party_numbers,
+        "dedicated": plan.mode in DEDICATED_MODES}).one()
+    if not free:
+        return False
+    if counted:
+        return True
+
+    # The unique index refused the binding (its out_id, taken meanwhile) or one of its pairs.
+    # Undo what the statement did write: without a savepoint, nothing else will.
+    if bound:
+        connection.execute(delete(BindingParty.__table__).where(
+            BindingParty.binding_id == values["id"]))
+        connection.execute(delete(Binding.__table__).where(Binding.id == values["id"]))
+    raise _PairTaken()
+
+
+def _write_sqlite(connection, values: dict, plan: BindPlan) -> bool:
+    """False, with nothing written, when a party holds a pair on X (inside a savepoint).
+
+    SQLite cannot write from a WITH clause: three statements, the first checking the pairs.
+    """
+    inserted = connection.execute(_insert_binding(CHECK_HELD_PAIRS),
+                                  {**values, "parties": plan.party_numbers})
+    if inserted.rowcount == 0:
+        return False
+    connection.execute(insert(BindingParty.__table__), [
+        {"binding_id": values["id"], "x": values["x"], "party": party, "role": role,
+         "active": True} for role, party in plan.parties])
+    connection.execute(_count_binding(plan.mode in DEDICATED_MODES),
+                       {"number_id": values["number_id"]})
+    return True
+
+
+_BINDING_COLUMNS = (
+    "id", "customer_id", "mode", "number_id", "x", "a", "b", "default_party", "softphone",
+    "group_id", "direction", "record", "sms", "allow_withheld", "is_primary", "max_call_s",
+    "out_id", "request_hash", "created_at", "updated_at", "expires_at")
+
+
+@functools.cache
+def _pg_insert(check_held: bool):
+    """Pairs check, binding, pairs and counters in one statement (PostgreSQL).
+
+    Returns (free, bound, counted): no party held a pair on X, the binding row was written,
+    the counters were (so every pair was). ON CONFLICT DO NOTHING lets the unique indexes
+    refuse a row without aborting the transaction; the counters move only if every pair
+    went in.
+    """
+    table = Binding.__table__
+    # Parameters in a SELECT list carry no type of their own: each is cast to its column's.
+    casts = ", ".join(
+        f"CAST(:{name} AS {table.c[name].type.compile(dialect=postgresql.dialect())})"
+        for name in _BINDING_COLUMNS)
+    held = ("WHERE NOT EXISTS (SELECT 1 FROM binding_parties WHERE x = :x "
+            "AND party = ANY(CAST(:parties AS varchar[])) AND active)") if check_held else ""
+    return text(f"""
+        WITH free AS (SELECT 1 {held}),
+        new_binding AS (
+            INSERT INTO bindings ({", ".join(_BINDING_COLUMNS)})
+            SELECT {casts} FROM free
+            ON CONFLICT DO NOTHING
+            RETURNING id),
+        new_parties AS (
+            INSERT INTO binding_parties (binding_id, x, party, role, active)
+            SELECT new_binding.id, CAST(:x AS varchar), p.party, p.role, true
+            FROM new_binding, unnest(CAST(:roles AS varchar[]), CAST(:parties AS varchar[]))
+                AS p (role, party)
+            ON CONFLICT DO NOTHING
+            RETURNING 1),
+        counted AS (
+            UPDATE numbers
+            SET active_bindings = active_bindings + 1, total_bindings = total_bindings + 1,
+                state = CASE WHEN CAST(:dedicated AS boolean) THEN 'dedicated' ELSE state END
+            WHERE id = CAST(:number_id AS integer)
+              AND (SELECT count(*) FROM new_parties) = cardinality(CAST(:parties AS varchar[]))
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM free), (SELECT count(*) FROM new_binding),
+               (SELECT count(*) FROM counted)""")
+
+
+@functools.cache
+def _insert_binding(check_held: bool):
+    """The binding row, written only if no party holds an active pair on X (any database)."""
+    table = Binding.__table__
+    row = select(*(bindparam(name, type_=table.c[name].type) for name in _BINDING_COLUMNS))
+    if check_held:
+        row = row.where(~exists().where(
+            BindingParty.x == bindparam("x"),
+            BindingParty.party.in_(bindparam("parties", expanding=True)),
+            BindingParty.active.is_(True)))
+    return insert(table).from_select(list(_BINDING_COLUMNS), row)
+
+
+@functools.cache
+def _count_binding(dedicated: bool):
+    query = update(Number.__table__).where(Number.id == bindparam("number_id")).values(
+        active_bindings=Number.active_bindings + 1, total_bindings=Number.total_bindings + 1)
+    if dedicated:
+        query = query.values(state=NumberState.DEDICATED.value)
+    return query
 
 
 def _clear_primary(session, customer_id: int, a: str, keep: str) -> None:

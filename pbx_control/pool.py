@@ -8,12 +8,13 @@ cool-down is not a state: it lives in the released rows of ``binding_parties``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Row, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .customers import check_text
@@ -164,56 +165,66 @@ def refresh_cooling(session: Session, now: datetime, customer_id: int | None = N
 def allocate(
     session: Session, customer_id: int, parties: Sequence[str], *, mode: Mode,
     city: str | None = None, city_strict: bool = True, now: datetime, settings,
-    exclude: Sequence[int] = (),
-) -> Number:
-    """Pick and lock the least used X that fits a new binding of ``parties``.
+    exclude: Sequence[int] = (), refresh: bool = True,
+) -> Row:
+    """Pick and lock the least used X that fits a new binding of ``parties``: its row (id, e164).
 
     One indexed query (two when a city falls back to any city). On PostgreSQL the row is
     locked with SKIP LOCKED, so concurrent binds spread over the pool instead of queueing on
-    the same least-used number; the unique pair index stays the last word.
+    the same least-used number; the unique pair index stays the last word. ``refresh=False``
+    leaves out the cool-down pass: ``bind`` already asked whether any cool-down has ended.
+    The row is read through Core, not loaded as an ORM ``Number``: a bind writes the number
+    through Core too, and the ORM's loading was a large part of a bind's CPU.
 
     Known shortcoming: a number locked by a concurrent bind is skipped, so when it is the
     only one that fits, this bind says pool exhausted although the other may yet fail.
     Accepted: waiting would serialise every bind of a customer on its least-used number.
     """
-    refresh_cooling(session, now, customer_id)
-    query = _candidates(customer_id, parties, Mode(mode), now, settings, exclude)
-    number = session.scalar(_in_city(query, city))
-    if number is None and city is not None and not city_strict:
-        number = session.scalar(_in_city(query, None))
-    if number is None:
+    if refresh:
+        refresh_cooling(session, now, customer_id)
+    mode = Mode(mode)
+    params = {"customer": customer_id, "parties": list(parties), "city": city,
+              "cutoff": now - timedelta(seconds=settings.routing.pair_cooldown_s),
+              "share_limit": settings.routing.max_axb_per_number, "exclude": list(exclude)}
+    dedicated = mode in DEDICATED_MODES
+
+    connection = session.connection()
+    row = connection.execute(_candidates(dedicated, bool(exclude), city is not None),
+                             params).first()
+    if row is None and city is not None and not city_strict:
+        row = connection.execute(_candidates(dedicated, bool(exclude), False), params).first()
+    if row is None:
         where = f" in {city}" if city else ""
-        raise PoolExhausted(f"pool exhausted: no number{where} fits this {Mode(mode).value} "
+        raise PoolExhausted(f"pool exhausted: no number{where} fits this {mode.value} "
                             "binding", field="x")
-    return number
+    return row
 
 
-def _candidates(customer_id, parties, mode, now, settings, exclude):
-    cutoff = now - timedelta(seconds=settings.routing.pair_cooldown_s)
+@functools.cache
+def _candidates(dedicated: bool, excluding: bool, in_city: bool):
+    """The allocation query, built once per shape; its values are bound at execution."""
     held = exists().where(
         BindingParty.x == Number.e164,
-        BindingParty.party.in_(list(parties)),
-        or_(BindingParty.active.is_(True), BindingParty.released_at > cutoff),
+        BindingParty.party.in_(bindparam("parties", expanding=True)),
+        or_(BindingParty.active.is_(True), BindingParty.released_at > bindparam("cutoff")),
     )
-    if mode in DEDICATED_MODES:
+    if dedicated:
         usage = Number.active_bindings == 0
     else:
-        usage = Number.active_bindings < settings.routing.max_axb_per_number
-    query = select(Number).where(
-        Number.customer_id == customer_id,
+        usage = Number.active_bindings < bindparam("share_limit")
+    query = select(Number.id, Number.e164).where(
+        Number.customer_id == bindparam("customer"),
         Number.state == NumberState.AVAILABLE.value,
         Number.voice.is_(True),
         usage,
         ~held,
     )
-    if exclude:
-        query = query.where(Number.id.not_in(list(exclude)))
+    if excluding:
+        query = query.where(Number.id.not_in(bindparam("exclude", expanding=True)))
+    if in_city:
+        query = query.where(Number.city == bindparam("city"))
     query = query.order_by(Number.active_bindings, Number.total_bindings, Number.id).limit(1)
-    return query.with_for_update(skip_locked=True).execution_options(populate_existing=True)
-
-
-def _in_city(query, city: str | None):
-    return query.where(Number.city == city) if city is not None else query
+    return query.with_for_update(skip_locked=True)
 
 
 def number_dict(number: Number) -> dict:

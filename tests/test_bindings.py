@@ -394,28 +394,30 @@ def test_a_bind_closes_an_expired_unswept_pair_in_its_way(store, cid):
 
 def test_a_lost_race_on_the_unique_index_is_a_clean_conflict(store, cid, monkeypatch):
     bind(store, cid, x=X1)
-    # Pretend the pre-check read before a concurrent bind committed its pair.
-    monkeypatch.setattr(bindings, "_held", lambda *args, **kwargs: [])
+    # Pretend a writer slipped the pair in after the check: only the unique index is left.
+    monkeypatch.setattr(bindings, "CHECK_HELD_PAIRS", False)
     err = refused(store, Conflict, bind, store, cid, b=C, x=X1)
     assert err.code == "pair_in_use"
 
 
-def test_allocation_retries_past_a_number_lost_to_a_race(store, cid, monkeypatch):
+@pytest.mark.parametrize("checked", [True, False], ids=["pair check", "unique index"])
+def test_allocation_retries_past_a_number_lost_to_a_race(store, cid, monkeypatch, checked):
     bind(store, cid, x=X1)
     original = pool._candidates
 
-    def stale_first(customer_id, parties, mode, now, settings, exclude):
+    def stale_first(dedicated, excluding, in_city):
         # The first candidate is one A already holds, as a read racing a commit would see.
-        if not exclude:
-            return select(Number).where(Number.e164 == X1)
-        return original(customer_id, parties, mode, now, settings, exclude)
+        if not excluding:
+            return select(Number.id, Number.e164).where(Number.e164 == X1)
+        return original(dedicated, excluding, in_city)
 
     monkeypatch.setattr(pool, "_candidates", stale_first)
-    monkeypatch.setattr(bindings, "_held", lambda *args, **kwargs: [])
+    monkeypatch.setattr(bindings, "CHECK_HELD_PAIRS", checked)
     binding = bind(store, cid, b=C)
     assert binding.x == X2
     assert active_pairs(store) == [(X1, A, "a"), (X1, B, "b"), (X2, A, "a"), (X2, C, "b")]
     assert number(store, cid, X1).active_bindings == 1
+    assert number(store, cid, X2).active_bindings == 1
 
 
 # --- update -----------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pbx_control import bindings, pool
 from pbx_control.bindings import BindRequest
@@ -249,3 +250,69 @@ def test_binds_unbinds_updates_and_sweeps_racing_never_deadlock_or_double(pg_sto
     assert set(done) == {"bind", "unbind", "update", "sweep"}, done
     assert doubled_pairs(pg_store) == []
     counters_match(pg_store)
+
+
+@pytest.mark.parametrize("named_x", [False, True], ids=["allocated", "named X"])
+def test_a_pair_written_past_the_x_lock_is_still_refused_by_the_unique_index(pg_store,
+                                                                            named_x, caplog):
+    """The pair check inside a bind cannot see a pair another transaction has not committed
+    yet; the unique index waits for that transaction and refuses the pair once it commits.
+    Allocation then goes on to the next X; a named X is ``pair_in_use``. Nothing half-written
+    is left behind (the binding row, the other pair, the counter)."""
+    cid = setup_pool(pg_store, 2)
+    x1, x2 = pool_numbers(2)
+    a, c, d, e, f = people(5)
+    with pg_store.session() as s:
+        # One binding on each X, so that allocation tries X1 first (same use, lower id).
+        first = bindings.bind(s, cid, BindRequest(Mode.AXB, d, e, x=x1), now=NOW,
+                              settings=Settings())
+        bindings.bind(s, cid, BindRequest(Mode.AXB, d, f, x=x2), now=NOW, settings=Settings())
+    with pg_store.engine.connect() as other:
+        # A writer that adds a pair without locking X first, which no code path does: only
+        # the unique index can stop it.
+        other.execute(BindingParty.__table__.insert().values(
+            binding_id=first.id, x=x1, party=a, role="b", active=True))
+
+        outcome = {}
+
+        def bind_a_and_c():
+            try:
+                with pg_store.session() as s:
+                    outcome["x"] = bindings.bind(
+                        s, cid, BindRequest(Mode.AXB, a, c, x=x1 if named_x else None),
+                        now=NOW, settings=Settings()).x
+            except Exception as exc:  # the outcome under test
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=bind_a_and_c)
+        thread.start()
+        _wait_for_a_lock_wait(pg_store)
+        other.commit()
+        thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    if named_x:
+        assert isinstance(outcome.get("error"), Conflict), outcome
+        assert outcome["error"].code == "pair_in_use"
+    else:
+        assert outcome == {"x": x2}
+        assert "lost the race" in caplog.text
+    assert doubled_pairs(pg_store) == []
+    with pg_store.session() as s:
+        pairs = sorted(s.execute(select(BindingParty.x, BindingParty.party)).all())
+        kept = dict(s.execute(select(Number.e164, Number.active_bindings)).all())
+    before = [(x1, d), (x1, e), (x2, d), (x2, f), (x1, a)]
+    assert pairs == sorted(before + ([] if named_x else [(x2, a), (x2, c)]))
+    assert kept == {x1: 1, x2: 1 if named_x else 2}
+
+
+def _wait_for_a_lock_wait(store, timeout_s: float = 10.0) -> None:
+    """Until a session of this database waits on a lock (the bind, on the uncommitted pair)."""
+    deadline = time.monotonic() + timeout_s
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock'")
+    with store.engine.connect() as conn:
+        while conn.execute(query).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the bind never waited on the pair"
+            time.sleep(0.01)
+            conn.rollback()
