@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import false, func, literal, select, true
+from sqlalchemy import bindparam, func, select, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -49,6 +50,45 @@ class _Lookup:
     out_ids: dict[str, str | None]
 
 
+# The statements of the per-call path, built once: building them per call cost more than
+# running them (docs/benchmarks.md).
+_NUMBERS = Number.__table__
+_BINDINGS = Binding.__table__
+_PARTIES = BindingParty.__table__
+# Only the columns routing reads: the driver builds a description of every column returned.
+_NUMBER_COLUMNS = [_NUMBERS.c[name] for name in (
+    "e164", "customer_id", "carrier", "state", "voice", "sms")]
+_BINDING_COLUMNS = [_BINDINGS.c[name] for name in (
+    "id", "customer_id", "mode", "x", "a", "b", "default_party", "softphone", "group_id",
+    "direction", "record", "allow_withheld", "is_primary", "max_call_s", "expires_at",
+    "out_id")]
+_NUMBER = select(*_NUMBER_COLUMNS).where(_NUMBERS.c.e164 == bindparam("x"))
+_BINDINGS_ON_X = select(*_BINDING_COLUMNS).where(_BINDINGS.c.x == bindparam("x"),
+                                         _BINDINGS.c.ended_at.is_(None))
+_CALLERS_BINDING = (
+    select(*_BINDING_COLUMNS).join(_PARTIES, _PARTIES.c.binding_id == _BINDINGS.c.id)
+    .where(_PARTIES.c.x == bindparam("x"), _PARTIES.c.party == bindparam("caller"),
+           _PARTIES.c.active == true(), _BINDINGS.c.ended_at.is_(None)))
+_GROUP_MEMBER = select(GroupMember.number).where(GroupMember.group_id == bindparam("group"),
+                                                  GroupMember.number == bindparam("caller"))
+
+
+def _number_and_caller(rate_limit_attempts: int):
+    """X's pool row, with whether the caller is blacklisted and its recent attempts."""
+    blocked = blacklisted_query(_NUMBERS.c.customer_id, bindparam("caller"), bindparam("x"))
+    # Counting stops past the limit: a caller hammering X costs no more than one over.
+    # Calls deciding at the same instant see the same count (no lock is taken on the
+    # hot path), so a burst of simultaneous calls can pass the limit by its own size;
+    # the limit is for a caller dialing again and again.
+    attempts = (select(CallRecord.id)
+                .where(CallRecord.x == bindparam("x"), CallRecord.caller == bindparam("caller"),
+                       CallRecord.started_at > bindparam("window"))
+                .limit(rate_limit_attempts + 1).subquery())
+    recent = select(func.count()).select_from(attempts).scalar_subquery()
+    return select(*_NUMBER_COLUMNS, blocked.exists().label("blacklisted"), recent.label("recent")
+                  ).where(_NUMBERS.c.e164 == bindparam("x"))
+
+
 class CallService:
     """Routes calls for one PBX node and records them; shared by both adapters and the CLI."""
 
@@ -61,6 +101,7 @@ class CallService:
         self.pbx = pbx
         self.node = node
         self._clock = clock
+        self._number_and_caller = _number_and_caller(self._policy.rate_limit_attempts)
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -75,16 +116,16 @@ class CallService:
         x = self._parse_x(dialed_raw)
         caller = numbers.parse_caller(caller_raw, self._region) if trusted else None
 
-        with self._transaction() as session:
-            lookup = self._inbound_lookup(session, x, caller, now)
+        with self._connection() as connection:
+            lookup = self._inbound_lookup(connection, x, caller, now)
             decision = routing.decide(routing.Call(caller, x or "", now), lookup.facts,
                                       self._policy)
-            record = self._write_inbound(session, lookup, decision, x, caller or caller_raw,
-                                         call_uuid, now)
+            record_id = self._write_inbound(connection, lookup, decision, x,
+                                            caller or caller_raw, call_uuid, now)
 
         logger.debug("call %s on %s from %s: %s %s", call_uuid, mask(x), mask(caller),
                      "connect" if decision.connected else "refuse", decision.reason.value)
-        return Routed(decision, record.id)
+        return Routed(decision, record_id)
 
     def explain(self, caller_raw: str | None, dialed_raw: str
                 ) -> tuple[routing.Decision, Facts]:
@@ -93,8 +134,8 @@ class CallService:
         x = self._parse_x(dialed_raw)
         caller = numbers.parse_caller(caller_raw, self._region)
 
-        with self._transaction() as session:
-            lookup = self._inbound_lookup(session, x, caller, now)
+        with self._connection() as connection:
+            lookup = self._inbound_lookup(connection, x, caller, now)
         call = routing.Call(caller, x or "", now)
         return routing.decide(call, lookup.facts, self._policy), lookup.facts
 
@@ -104,40 +145,28 @@ class CallService:
         except InvalidInput:
             return None
 
-    def _inbound_lookup(self, session: Session, x: str | None, caller: str | None,
+    def _inbound_lookup(self, connection: Connection, x: str | None, caller: str | None,
                         now: datetime) -> _Lookup:
         if x is None:
             return _Lookup(Facts(number=None), {})
-        row = session.execute(self._number_query(x, caller, now)).first()
+        if caller is None:
+            row = connection.execute(_NUMBER, {"x": x}).first()
+            blacklisted, recent = False, 0
+        else:
+            window = now - timedelta(seconds=self._policy.rate_limit_window_s)
+            params = {"x": x, "caller": caller, "window": window}
+            row = connection.execute(self._number_and_caller, params).first()
+            blacklisted, recent = (row.blacklisted, row.recent) if row else (False, 0)
         if row is None:
             return _Lookup(Facts(number=None), {})
 
-        number, blacklisted, recent = row
-        bindings = self._bindings_on(session, number, caller)
-        views = tuple(self._view(session, b, caller, number.carrier) for b in bindings)
-        facts = Facts(number=_number_view(number), bindings=views,
+        bindings = self._bindings_on(connection, row, caller)
+        views = tuple(self._view(connection, b, caller, row.carrier) for b in bindings)
+        facts = Facts(number=_number_view(row), bindings=views,
                       blacklisted=bool(blacklisted), recent_attempts=int(recent or 0))
         return _Lookup(facts, {b.id: b.out_id for b in bindings})
 
-    def _number_query(self, x: str, caller: str | None, now: datetime):
-        """X's pool row, with whether the caller is blacklisted and its recent attempts."""
-        if caller is None:
-            return select(Number, false(), literal(0)).where(Number.e164 == x)
-
-        blocked = blacklisted_query(Number.customer_id, caller, x).exists()
-        window = now - timedelta(seconds=self._policy.rate_limit_window_s)
-        # Counting stops past the limit: a caller hammering X costs no more than one over.
-        # Calls deciding at the same instant see the same count (no lock is taken on the
-        # hot path), so a burst of simultaneous calls can pass the limit by its own size;
-        # the limit is for a caller dialing again and again.
-        attempts = (select(CallRecord.id)
-                    .where(CallRecord.x == x, CallRecord.caller == caller,
-                           CallRecord.started_at > window)
-                    .limit(self._policy.rate_limit_attempts + 1).subquery())
-        recent = select(func.count()).select_from(attempts).scalar_subquery()
-        return select(Number, blocked, recent).where(Number.e164 == x)
-
-    def _bindings_on(self, session: Session, number: Number, caller: str | None) -> list:
+    def _bindings_on(self, connection: Connection, number, caller: str | None) -> list:
         """The bindings on X that concern this caller, expired ones not yet swept included.
 
         A dedicated X carries one binding and nothing else, so all of X's active rows are
@@ -146,46 +175,36 @@ class CallService:
         ``bindings`` keeps in the same transaction as the binding rows.
         """
         if number.state == NumberState.DEDICATED:
-            rows = session.scalars(select(Binding).where(
-                Binding.x == number.e164, Binding.ended_at.is_(None)))
+            rows = connection.execute(_BINDINGS_ON_X, {"x": number.e164})
             return [b for b in rows
                     if b.mode != routing.Mode.AXB or caller in (b.a, b.b)]
         if caller is None or number.state != NumberState.AVAILABLE:
             return []
-        return list(session.scalars(
-            select(Binding)
-            .join(BindingParty, BindingParty.binding_id == Binding.id)
-            .where(BindingParty.x == number.e164, BindingParty.party == caller,
-                   BindingParty.active == true(), Binding.ended_at.is_(None))))
+        return list(connection.execute(_CALLERS_BINDING, {"x": number.e164, "caller": caller}))
 
-    def _view(self, session: Session, binding: Binding, caller: str | None, carrier: str):
+    def _view(self, connection: Connection, binding, caller: str | None, carrier: str):
         members = frozenset()
         if binding.mode == routing.Mode.AXG and binding.group_id and caller:
             # Only whether this caller is a member matters: no need to read the whole group.
-            found = session.scalar(select(GroupMember.number).where(
-                GroupMember.group_id == binding.group_id, GroupMember.number == caller))
+            found = connection.execute(_GROUP_MEMBER, {"group": binding.group_id,
+                                                       "caller": caller}).scalar()
             members = frozenset({found}) if found else frozenset()
         return binding_view(binding, members, carrier)
 
-    def _write_inbound(self, session, lookup: _Lookup, decision, x, caller_as_received,
-                       call_uuid, now) -> CallRecord:
+    def _write_inbound(self, connection, lookup: _Lookup, decision, x, caller_as_received,
+                       call_uuid, now) -> str:
         number = lookup.facts.number
         customer_id = decision.customer_id or (number.customer_id if number else None)
-        record = records.new_attempt(
-            session, customer_id=customer_id, binding_id=decision.binding_id,
+        return records.insert_attempt(
+            connection, None if decision.connected else _refusal(decision.reason),
+            customer_id=customer_id, binding_id=decision.binding_id,
             out_id=lookup.out_ids.get(decision.binding_id), direction="inbound", x=x,
             caller=caller_as_received, callee=_callee(decision), decision=_kind(decision),
             reason=decision.reason.value, pbx=self.pbx, node=self.node, call_uuid=call_uuid,
-            started_at=now, flush=decision.connected)
-        if not decision.connected:
-            self._refused(session, record, decision.reason, now)
-        return record
+            started_at=now)
 
     def _refused(self, session, record: CallRecord, reason: routing.Reason, now) -> None:
-        refusal = causes.refusal_for(reason)
-        records.record_event(session, record, "refused", at=now, outcome="refused",
-                             sip_status=refusal.sip_status, q850_cause=refusal.q850,
-                             hangup_by=causes.HangupBy.CONTROLLER.value)
+        records.record_event(session, record, "refused", at=now, **_refusal(reason))
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -306,6 +325,15 @@ class CallService:
             return records.open_records(session, self.pbx, self.node)
 
     @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        try:
+            with self._store.transaction() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            logger.warning("storage error: %s", type(exc).__name__)
+            raise StorageUnavailable("storage unavailable") from exc
+
+    @contextmanager
     def _transaction(self) -> Iterator[Session]:
         try:
             with self._store.session() as session:
@@ -315,7 +343,13 @@ class CallService:
             raise StorageUnavailable("storage unavailable") from exc
 
 
-def _number_view(number: Number) -> NumberView:
+def _refusal(reason: routing.Reason) -> dict:
+    refusal = causes.refusal_for(reason)
+    return dict(outcome="refused", sip_status=refusal.sip_status, q850_cause=refusal.q850,
+                hangup_by=causes.HangupBy.CONTROLLER.value)
+
+
+def _number_view(number) -> NumberView:
     return NumberView(e164=number.e164, customer_id=number.customer_id, carrier=number.carrier,
                       state=NumberState(number.state), voice=bool(number.voice),
                       sms=bool(number.sms))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -50,8 +51,18 @@ def parse(value: str, field: str = "number", region: str = "CN") -> str:
     and ``+ - ( ) .`` are allowed: a letter or an extension marker refuses the whole input.
     """
     text = (value or "").strip()
+    e164, problem = _e164(text, region or "")
+    if e164 is None:
+        raise InvalidInput(f"{field}: {problem}: {mask(text)}", field=field)
+    return e164
+
+
+@functools.lru_cache(maxsize=32768)
+def _e164(text: str, region: str) -> tuple[str | None, str]:
+    """``parse`` without the field: (E.164, "") or (None, what is wrong). Cached because
+    every call parses X and its caller, and the same numbers come back all day."""
     if not text or len(text) > 32 or not _WRITTEN.fullmatch(text):
-        raise InvalidInput(f"{field}: not a phone number: {mask(text)}", field=field)
+        return None, "not a phone number"
 
     candidate = text
     if not candidate.startswith("+") and region:
@@ -65,14 +76,14 @@ def parse(value: str, field: str = "number", region: str = "CN") -> str:
     try:
         parsed = phonenumbers.parse(candidate, region.upper() if region else None)
     except phonenumbers.NumberParseException:
-        raise InvalidInput(f"{field}: not a phone number: {mask(text)}", field=field) from None
+        return None, "not a phone number"
 
     # IS_POSSIBLE_LOCAL_ONLY ('12345' in CN) is a number without its area code: not one a
     # carrier can route to, so it is refused with the rest.
     reason = phonenumbers.is_possible_number_with_reason(parsed)
     if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
-        raise InvalidInput(f"{field}: not a possible number: {mask(text)}", field=field)
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return None, "not a possible number"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), ""
 
 
 def parse_caller(value: str | None, region: str = "CN") -> str | None:

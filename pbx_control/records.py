@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from .causes import HangupBy, Outcome
@@ -52,6 +53,9 @@ _EVENTS = CallEvent.__table__
 _MUTABLE = ("ringing_at", "answered_at", "ended_at", "duration_s", "billsec_s", "outcome",
             "hangup_by", "sip_status", "q850_cause", "pbx_cause", "recording_path",
             "reconciled", "callee", "updated_at")
+_RECORD_COLUMNS = tuple(_RECORDS.c.keys())
+_INSERT_RECORD = insert(_RECORDS)
+_INSERT_EVENT = insert(_EVENTS)
 _UPDATE_RECORD = (update(_RECORDS).where(_RECORDS.c.id == bindparam("_id"))
                   .values({name: bindparam(name) for name in _MUTABLE}))
 
@@ -67,18 +71,45 @@ def new_attempt(
     Flushed so that ``call_event`` can find it at once; ``flush=False`` leaves it pending for a
     caller that goes on with ``record_event`` and so writes the row in one INSERT.
     """
-    started_at = as_utc(started_at)
-    record = CallRecord(
-        id=uuid.uuid4().hex, customer_id=customer_id, binding_id=binding_id, out_id=out_id,
-        direction=direction, x=x, caller=_clip(caller, 64), callee=_clip(callee, 64),
-        decision=decision, reason=reason, pbx=pbx, node=node,
-        call_uuid=_clip(call_uuid, 64), started_at=started_at, updated_at=started_at,
-        reconciled=False,
-    )
+    record = CallRecord(**_attempt_columns(
+        customer_id=customer_id, binding_id=binding_id, out_id=out_id, direction=direction,
+        x=x, caller=caller, callee=callee, decision=decision, reason=reason, pbx=pbx,
+        node=node, call_uuid=call_uuid, started_at=started_at))
     session.add(record)
     if flush:
         session.flush()
     return record
+
+
+def insert_attempt(connection: Connection, refusal: dict | None = None, **columns) -> str:
+    """``new_attempt`` on a plain connection, for the per-call path; with ``refusal`` (the
+    fields of its 'refused' event) the record is written closed, with its outbox row.
+    Returns the record's id."""
+    record = _Values(_attempt_columns(**columns))
+    outbox = None
+    if refusal is not None:
+        _check("refused", refusal)
+        at = _apply(record, "refused", record.started_at, refusal)
+        if record.customer_id is not None:
+            outbox = _outbox_row(record, "refused", at)
+
+    connection.execute(_INSERT_RECORD, vars(record))
+    if outbox is not None:
+        connection.execute(_INSERT_EVENT, outbox)
+    return record.id
+
+
+def _attempt_columns(*, customer_id, binding_id, out_id, direction, x, caller, callee,
+                     decision, reason, pbx, node, call_uuid, started_at) -> dict:
+    started_at = as_utc(started_at)
+    columns = dict.fromkeys(_RECORD_COLUMNS)
+    columns.update(
+        id=uuid.uuid4().hex, customer_id=customer_id, binding_id=binding_id, out_id=out_id,
+        direction=direction, x=x, caller=_clip(caller, 64), callee=_clip(callee, 64),
+        decision=decision, reason=reason, pbx=pbx, node=node,
+        call_uuid=_clip(call_uuid, 64), started_at=started_at, updated_at=started_at,
+        reconciled=False)
+    return columns
 
 
 def call_event(
@@ -166,7 +197,7 @@ def _write(session: Session, rows: dict, values: dict, outbox: list[dict]) -> No
     if changed:
         connection.execute(_UPDATE_RECORD, changed)
     if outbox:
-        connection.execute(insert(_EVENTS), outbox)
+        connection.execute(_INSERT_EVENT, outbox)
 
 
 def record_event(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -120,9 +120,20 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
+        with self._translated(), self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction on a plain connection, for the per-call paths: without the ORM
+        session, whose set-up and unit of work cost more than their few statements."""
+        with self._translated(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         try:
-            with self.sessions.begin() as session:
-                yield session
+            yield
         except ProgrammingError as exc:
             if getattr(exc.orig, "sqlstate", None) not in _SCHEMA_SQLSTATES:
                 raise
