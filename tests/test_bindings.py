@@ -366,6 +366,23 @@ def test_a_released_dedicated_number_cools_down_as_a_whole(store, cid):
     assert bind(store, cid, a=C, b=D, x=X1, now=month).x == X1
 
 
+def test_an_allocated_bind_takes_a_cooled_number_back_only_once_its_cooldown_ended(store,
+                                                                                  cid):
+    # The bind runs the cool-down pass only when its first query says a cool-down has ended.
+    first = bind(store, cid, mode=Mode.AX, b=None, x=X1)
+    with store.session() as s:
+        bindings.unbind(s, cid, first.id, now=NOW)
+    bind(store, cid, mode=Mode.AX, a=C, b=None, x=X2)
+
+    day = NOW + timedelta(days=1)
+    assert refused(store, PoolExhausted, bind, store, cid, mode=Mode.AX, a=D, b=None,
+                   now=day).code == "pool_exhausted"
+    month = NOW + timedelta(days=31)
+    assert bind(store, cid, mode=Mode.AX, a=D, b=None, now=month).x == X1
+    assert (number(store, cid, X1).state, number(store, cid, X1).cooling_until) == (
+        "dedicated", None)
+
+
 def test_sweep_ends_expired_bindings_only(store, cid):
     short = bind(store, cid, expires_at=NOW + timedelta(minutes=1))
     dedicated = bind(store, cid, mode=Mode.AX, a=C, b=None, expires_at=NOW + timedelta(hours=1))
