@@ -316,8 +316,8 @@ class CallService:
         """
         now = self._clock()
         events = [(record_id, kind, at or now, fields) for record_id, kind, at, fields in events]
-        with self._transaction() as session:
-            return records.call_events(session, events)
+        with self._connection() as connection:
+            return records.call_events(connection, events)
 
     def open_records(self) -> list[CallRecord]:
         """This node's records without an end, for reconciliation after a restart."""

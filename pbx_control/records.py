@@ -129,7 +129,8 @@ def call_event(
     return result
 
 
-def call_events(session: Session, events: Sequence[tuple[str, str, datetime, dict]]) -> list:
+def call_events(db: Session | Connection,
+                events: Sequence[tuple[str, str, datetime, dict]]) -> list:
     """``call_event`` for many events, in order, in the caller's transaction.
 
     Each event's result is in its place: the record's columns after it (a dict; the
@@ -148,11 +149,13 @@ def call_events(session: Session, events: Sequence[tuple[str, str, datetime, dic
             valid.append(index)
         except InvalidInput as exc:
             results[index] = exc
-    if session.new:
+    session = db if isinstance(db, Session) else None
+    if session is not None and session.new:
         session.flush()  # a record added but not yet written is found, as a query would
+    connection = session.connection() if session is not None else db
 
-    rows = _lock_rows(session, {events[i][0] for i in valid
-                                if not _held_by(session, events[i][0])})
+    rows = _lock_rows(connection, {events[i][0] for i in valid
+                                   if not _held_by(session, events[i][0])})
     values = {record_id: _Values(row) for record_id, row in rows.items()}
     outbox = []
     for index in valid:
@@ -174,30 +177,30 @@ def call_events(session: Session, events: Sequence[tuple[str, str, datetime, dic
             outbox.append(_outbox_row(record, kind, applied_at))
         results[index] = dict(vars(record))
 
-    _write(session, rows, values, outbox)
+    _write(connection, rows, values, outbox)
     return results
 
 
-def _lock_rows(session: Session, record_ids: set[str]) -> dict:
+def _lock_rows(connection: Connection, record_ids: set[str]) -> dict:
     if not record_ids:
         return {}
     # In id order, so two writers locking overlapping batches queue rather than deadlock.
     query = (select(_RECORDS).where(_RECORDS.c.id.in_(sorted(record_ids)))
              .order_by(_RECORDS.c.id).with_for_update())
-    return {row["id"]: row for row in session.connection().execute(query).mappings()}
+    return {row["id"]: row for row in connection.execute(query).mappings()}
 
 
-def _write(session: Session, rows: dict, values: dict, outbox: list[dict]) -> None:
+def _write(connection: Connection, rows: dict, values: dict, outbox: list[dict]) -> None:
     changed = [
         {"_id": record_id, **{name: getattr(record, name) for name in _MUTABLE}}
         for record_id, record in values.items()
         if any(rows[record_id][name] != getattr(record, name) for name in _MUTABLE)
     ]
-    connection = session.connection()
+    # One row is sent as one row: a list of one would take the driver's pipeline path.
     if changed:
-        connection.execute(_UPDATE_RECORD, changed)
+        connection.execute(_UPDATE_RECORD, changed[0] if len(changed) == 1 else changed)
     if outbox:
-        connection.execute(_INSERT_EVENT, outbox)
+        connection.execute(_INSERT_EVENT, outbox[0] if len(outbox) == 1 else outbox)
 
 
 def record_event(
@@ -222,8 +225,8 @@ class _Values:
         self.__dict__.update(row)
 
 
-def _held_by(session: Session, record_id: str) -> bool:
-    if not session.identity_map:
+def _held_by(session: Session | None, record_id: str) -> bool:
+    if session is None or not session.identity_map:
         return False  # the adapters' sessions hold nothing: skip the key's cost
     return session.identity_map.get(session.identity_key(CallRecord, record_id)) is not None
 

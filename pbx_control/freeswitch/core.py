@@ -176,6 +176,7 @@ class EventWriter:
     """
 
     MAX_BATCH = 500
+    GATHER_S = 0.005
 
     def __init__(self, service: Any, pool: ThreadPool):
         self._service = service
@@ -208,6 +209,9 @@ class EventWriter:
                 self._ready.clear()
                 self._ready.wait()
                 continue
+            # A call's events come in bursts (ringing and answer 0.4 ms apart in the
+            # recordings): a moment's wait lets them share the transaction.
+            gevent.sleep(self.GATHER_S)
             count = min(len(self._queue), self.MAX_BATCH)
             batch = [self._queue.popleft() for _ in range(count)]
             self._write(batch)
