@@ -32,11 +32,12 @@ logger = logging.getLogger(__name__)
 
 GIVE_UP_S = 2.0
 EXPIRY_AHEAD_S = 3.0  # expires_at is this far after the bind returns
-# Expiry is measured by probing: the first refusal can come no sooner than the first probe
-# after expires_at, so the interval adds to the delay measured (at most this much). 10 ms
-# keeps that small while the probes (two controllers) stay under the set-up admission bound.
-PROBE_EVERY_S = 0.01
-PROBE_WINDOW_S = (0.15, 0.35)  # before and after expires_at
+# Expiry: a bound party calls X on each controller at these times before expires_at (they
+# must still connect), then again just after it, each call after the previous one ended, until
+# refused. Few calls, so the probes do not load the controllers they measure (a probe every
+# 10-20 ms on both overloaded this host and measured its own queueing).
+BEFORE_EXPIRY_S = (0.15, 0.10, 0.05)
+AFTER_EXPIRY_S = 0.001
 TARGET_S = 0.050
 
 
@@ -150,17 +151,30 @@ async def _expiry(trials: Trials, cases, configs, config_file, index: int) -> No
     loop = asyncio.get_running_loop()
     expires_mono = loop.time() + (expires - datetime.now(UTC)).total_seconds()
 
-    await asyncio.sleep(max(0.0, expires_mono - PROBE_WINDOW_S[0] - loop.time()))
-    probes: list[tuple[int, asyncio.Task]] = []
     spec = CallSpec(a, binding["x"], None)
-    while loop.time() < expires_mono + PROBE_WINDOW_S[1]:
-        for n, config in enumerate(configs):
-            probes.append((n, loop.create_task(place_call(spec, cases, config,
-                                                          str(uuid.uuid4()), 0))))
-        await asyncio.sleep(PROBE_EVERY_S)
+    before: list[tuple[int, asyncio.Task]] = []
+    for lead in BEFORE_EXPIRY_S:
+        await asyncio.sleep(max(0.0, expires_mono - lead - loop.time()))
+        before += [(n, loop.create_task(place_call(spec, cases, config, str(uuid.uuid4()), 0)))
+                   for n, config in enumerate(configs)]
+    await asyncio.sleep(max(0.0, expires_mono + AFTER_EXPIRY_S - loop.time()))
+    after = await asyncio.gather(*(_until_refused(cases, config, spec, expires_mono)
+                                   for config in configs))
     for n in range(len(configs)):
-        results = [await task for m, task in probes if m == n]
+        results = [await task for m, task in before if m == n] + after[n]
         _score_expiry(trials, results, expires_mono)
+
+
+async def _until_refused(cases, config, spec: CallSpec, expires_mono: float) -> list:
+    """The calls after expires_at, the next starting when the previous has been decided."""
+    loop = asyncio.get_running_loop()
+    results: list[CallResult] = []
+    while loop.time() < expires_mono + GIVE_UP_S:
+        result = await place_call(spec, cases, config, str(uuid.uuid4()), 0)
+        results.append(result)
+        if result.decision == "refuse":
+            break
+    return results
 
 
 def _score_expiry(trials: Trials, results: list[CallResult], expires_mono: float) -> None:

@@ -5,7 +5,9 @@ The rows are what ``bindings.bind`` would have written (one ``bindings`` row, on
 only without a transaction per binding: a million binds through the service would take the
 better part of an hour. The secondary indexes are dropped during the load and rebuilt from
 their own definitions afterwards, which PostgreSQL does far faster than index maintenance row
-by row; the constraints stay, so the unique pair index still refuses a doubled pair.
+by row. The unique indexes (the active pair, the active out_id) are among them: building one
+again fails on a doubled pair, so a doubled pair still fails the seed, only at the end. The
+primary keys and constraints stay.
 """
 
 from __future__ import annotations
@@ -110,12 +112,13 @@ def _refuse_if_loaded(conn: psycopg.Connection) -> None:
 
 
 def _drop_secondary_indexes(conn, tables) -> list[str]:
-    """Drop the non-unique indexes of ``tables``; return their DDL to build them again."""
+    """Drop the indexes of ``tables`` that back no constraint (the primary keys stay); return
+    their DDL to build them again."""
     rows = conn.execute(
         "SELECT i.indexname, i.indexdef FROM pg_indexes i "
         "JOIN pg_class c ON c.relname = i.indexname AND c.relkind = 'i' "
-        "JOIN pg_index x ON x.indexrelid = c.oid "
-        "WHERE i.schemaname = 'public' AND i.tablename = ANY(%s) AND NOT x.indisunique",
+        "WHERE i.schemaname = 'public' AND i.tablename = ANY(%s) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)",
         (list(tables),)).fetchall()
     for name, _ in rows:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
