@@ -59,10 +59,14 @@ def test_seeding_loads_every_binding_pair_and_counter(seeded_url):
             " (SELECT count(*) FROM binding_parties WHERE active),"
             " (SELECT sum(active_bindings) FROM numbers)").fetchone()
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+        foreign = {r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND convalidated")}
 
     assert counts == (7, 60, 120, 60)
     assert {"ix_bindings_x_active", "ix_binding_parties_party",
             "ux_binding_parties_active"} <= indexes
+    # Dropped for the load, added back and checked after it.
+    assert {"fk_bindings_number_id_numbers", "fk_binding_parties_binding_id_bindings"} <= foreign
     assert bindbench.integrity(seeded_url) == {
         "doubled_pairs": 0, "counter_mismatches": 0, "numbers_over_limit": 0}
 
