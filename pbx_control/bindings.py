@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, text, union_all, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -152,9 +152,13 @@ def _bind_on_x(session, customer_id, plan: BindPlan, now, settings) -> Binding:
     if plan.cooling_due:
         refresh_cooling(session, now, customer_id)
     number = get_number(session, customer_id, plan.x, lock=True)
+    if number.state != NumberState.RETIRED:
+        _check_pair_cooldown(session, number.e164, plan.party_numbers, now, settings)
+        # Before the state check: an expired dedicated binding not yet swept still marks X
+        # dedicated; ended here, X shows the state it really has (cooling, most often).
+        _close_expired_on(session, number, plan.party_numbers, now, settings,
+                          dedicated=plan.mode in DEDICATED_MODES)
     _check_state(number, plan.mode, now)
-    _close_expired_on(session, number, plan.party_numbers, now, settings,
-                      dedicated=plan.mode in DEDICATED_MODES)
     _check_usage(number, plan.mode, settings)
 
     try:
@@ -219,6 +223,41 @@ def _check_usage(number: Number, mode: Mode, settings) -> None:
     if mode == Mode.AXB and number.active_bindings >= limit:
         raise Conflict(f"x: {x} already carries {limit} bindings", field="x",
                        code="number_full")
+
+
+def _check_pair_cooldown(session, x: str, parties, now: datetime, settings,
+                         exclude_binding: str | None = None) -> None:
+    """Refuse a party whose pair with X ended less than the pair cool-down ago.
+
+    Allocation never picks such an X; a bind naming X, or a party change, must not either:
+    whoever called that party through X would reach the new binding's other side. A pair of
+    an expired binding not yet swept counts as ended at its expiry.
+    """
+    cooldown = _routing(settings).pair_cooldown_s
+    if cooldown <= 0:
+        return
+    cutoff = now - timedelta(seconds=cooldown)
+    released = select(BindingParty.party, BindingParty.released_at).where(
+        BindingParty.x == x, BindingParty.party.in_(list(parties)),
+        BindingParty.active.is_(False), BindingParty.released_at > cutoff)
+    expired = (
+        select(BindingParty.party, Binding.expires_at)
+        .join(Binding, Binding.id == BindingParty.binding_id)
+        .where(BindingParty.x == x, BindingParty.party.in_(list(parties)),
+               BindingParty.active.is_(True), Binding.ended_at.is_(None),
+               Binding.expires_at <= now, Binding.expires_at > cutoff))
+    if exclude_binding is not None:
+        released = released.where(BindingParty.binding_id != exclude_binding)
+        expired = expired.where(BindingParty.binding_id != exclude_binding)
+    ended = [(party, as_utc(at)) for party, at in session.execute(union_all(released, expired))]
+    if not ended:
+        return
+
+    party, at = max(ended, key=lambda row: row[1])
+    until = at + timedelta(seconds=cooldown)
+    raise Conflict(f"x: {mask(party)} was bound on {mask(x)} until {at:%Y-%m-%d %H:%M}Z; the "
+                   f"pair cools down until {until:%Y-%m-%d %H:%M}Z", field="x",
+                   code="pair_cooling")
 
 
 def _pair_in_use(number: Number) -> Conflict:
@@ -590,6 +629,8 @@ def _replace_parties(session, binding: Binding, plan, now, settings) -> None:
     number = session.scalar(select(Number).where(Number.id == binding.number_id)
                             .with_for_update().execution_options(populate_existing=True))
     new = [(role, party) for role, party in plan.parties if role in plan.changed_roles]
+    _check_pair_cooldown(session, number.e164, [p for _, p in new], now, settings,
+                         exclude_binding=binding.id)
     _close_expired_on(session, number, [p for _, p in new], now, settings)
     if _held(session, number.e164, [p for _, p in new], exclude_binding=binding.id):
         raise _pair_in_use(number)

@@ -399,7 +399,8 @@ def test_sweep_ends_expired_bindings_only(store, cid):
 
 def test_a_bind_closes_an_expired_unswept_pair_in_its_way(store, cid):
     old = bind(store, cid, x=X1, expires_at=NOW + timedelta(minutes=1))
-    later = NOW + timedelta(minutes=2)
+    # Past the pair cool-down, counted from the expiry: the sweeper has not run meanwhile.
+    later = NOW + timedelta(minutes=1, seconds=Settings().routing.pair_cooldown_s + 1)
     new = bind(store, cid, b=C, x=X1, now=later)
 
     with store.session() as s:
@@ -407,6 +408,49 @@ def test_a_bind_closes_an_expired_unswept_pair_in_its_way(store, cid):
     assert active_pairs(store) == [(X1, A, "a"), (X1, C, "b")]
     assert number(store, cid, X1).active_bindings == 1
     assert new.ended_at is None
+
+
+@pytest.mark.parametrize("ended", ["unbound", "expired"])
+def test_a_party_is_not_bound_on_x_again_within_the_pair_cooldown(store, cid, ended):
+    # A talked to B through X1; binding A to C on X1 at once would put A's calls through to
+    # C. Allocation never does it; naming X1 must not do it either.
+    if ended == "unbound":
+        old = bind(store, cid, x=X1)
+        with store.session() as s:
+            bindings.unbind(s, cid, old.id, now=NOW)
+    else:
+        bind(store, cid, x=X1, expires_at=NOW + timedelta(minutes=1))
+    cooldown = timedelta(seconds=Settings().routing.pair_cooldown_s)
+    start = NOW if ended == "unbound" else NOW + timedelta(minutes=1)
+    soon = start + timedelta(minutes=30)
+
+    err = refused(store, Conflict, bind, store, cid, b=C, x=X1, now=soon)
+    assert err.code == "pair_cooling" and err.field == "x"
+    assert f"{start + cooldown:%Y-%m-%d %H:%M}Z" in err.message
+    assert A not in err.message and "****" in err.message
+    assert bind(store, cid, a=C, b=D, x=X1, now=soon).x == X1  # other parties are free
+    after = start + cooldown + timedelta(seconds=1)
+    assert bind(store, cid, b="+8613800000009", x=X1, now=after).a == A
+
+
+def test_a_party_change_respects_the_pair_cooldown(store, cid):
+    first = bind(store, cid, x=X1)
+    second = bind(store, cid, a=C, b=D, x=X1)
+    update(store, cid, first.id, b="+8613800000009")
+
+    err = refused(store, Conflict, update, store, cid, second.id, b=B)
+    assert err.code == "pair_cooling"
+    later = NOW + timedelta(seconds=Settings().routing.pair_cooldown_s + 1)
+    assert update(store, cid, second.id, now=later, b=B).b == B
+
+
+def test_a_dedicated_x_whose_binding_expired_unswept_answers_its_real_state(store, cid):
+    bind(store, cid, mode=Mode.AX, b=None, x=X1, expires_at=NOW + timedelta(minutes=1))
+    later = NOW + timedelta(minutes=2)
+
+    err = refused(store, Conflict, bind, store, cid, mode=Mode.AX, a=C, b=None, x=X1,
+                  now=later)
+    assert err.code == "number_unavailable" and "cools down until" in err.message
 
 
 def test_a_lost_race_on_the_unique_index_is_a_clean_conflict(store, cid, monkeypatch):
