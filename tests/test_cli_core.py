@@ -438,3 +438,9 @@ def test_the_sqlite_file_and_exports_are_readable_by_their_owner_only(run):
     run("cdr", "export", "--format", "csv", "--output", target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert "old export" not in target.read_text()
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_customer_name_is_refused_not_taken_for_default(run, name):
+    result = run("--customer", name, "numbers", "list", ok=False)
+    assert result.exit_code == 2 and "empty customer name" in result.text

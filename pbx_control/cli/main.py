@@ -63,6 +63,9 @@ def cli(ctx: click.Context, config_path: str | None, customer: str | None, log_l
         # The same one line as ``serve`` prints for the settings it checks itself.
         click.echo(f"config: {exc}", err=True)
         ctx.exit(1)
+    if customer is not None and not customer.strip():
+        # An empty name (an unset shell variable, most often) must not act for 'default'.
+        raise click.BadParameter("an empty customer name", param_hint="'--customer'")
     app = AppContext(settings=settings, customer_name=customer or settings.default_customer)
     ctx.obj = app
     ctx.call_on_close(app.close)
