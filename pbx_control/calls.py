@@ -280,35 +280,23 @@ class CallService:
     def _record_unavailable(self, caller_raw, dialed_raw, call_uuid, outbound) -> str:
         now = self._clock()
         with self._transaction() as session:
-            return self._unavailable_in(session, caller_raw, dialed_raw, call_uuid, outbound,
-                                        now)
-
-    def record_shed(self, attempts: list[tuple[str | None, str | None, str | None, bool]]
-                    ) -> list[str]:
-        """Record the 503 refusals (reason ``unavailable``) of calls shed past the admission
-        bounds, ``(caller_raw, dialed_raw, call_uuid, outbound)`` each, in one transaction:
-        under overload one each would cost what the controller has no room for."""
-        now = self._clock()
-        with self._transaction() as session:
-            return [self._unavailable_in(session, *attempt, now) for attempt in attempts]
-
-    def _unavailable_in(self, session, caller_raw, dialed_raw, call_uuid, outbound,
-                        now) -> str:
-        if outbound:
-            found = subscriber_for(session, caller_raw)
-            customer_id, caller = found if found else (None, caller_raw)
-            x, callee = None, self._parse_target(dialed_raw) or dialed_raw
-        else:
-            x, callee = self._parse_x(dialed_raw), None
-            caller = numbers.parse_caller(caller_raw, self._region) or caller_raw
-            customer_id = x and session.scalar(select(Number.customer_id)
-                                               .where(Number.e164 == x))
-        return records.insert_attempt(
-            session.connection(), _refusal(routing.Reason.UNAVAILABLE),
-            customer_id=customer_id, binding_id=None, out_id=None,
-            direction="outbound" if outbound else "inbound", x=x, caller=caller,
-            callee=callee, decision="refuse", reason=routing.Reason.UNAVAILABLE.value,
-            pbx=self.pbx, node=self.node, call_uuid=call_uuid, started_at=now)
+            if outbound:
+                found = subscriber_for(session, caller_raw)
+                customer_id, caller = found if found else (None, caller_raw)
+                x, callee = None, self._parse_target(dialed_raw) or dialed_raw
+            else:
+                x, callee = self._parse_x(dialed_raw), None
+                caller = numbers.parse_caller(caller_raw, self._region) or caller_raw
+                customer_id = x and session.scalar(select(Number.customer_id)
+                                                   .where(Number.e164 == x))
+            record = records.new_attempt(
+                session, customer_id=customer_id, binding_id=None, out_id=None,
+                direction="outbound" if outbound else "inbound", x=x, caller=caller,
+                callee=callee, decision="refuse", reason=routing.Reason.UNAVAILABLE.value,
+                pbx=self.pbx, node=self.node, call_uuid=call_uuid, started_at=now,
+                flush=False)
+            self._refused(session, record, routing.Reason.UNAVAILABLE, now)
+        return record.id
 
     def call_event(self, record_id: str, kind: str, at: datetime | None = None,
                    **fields) -> CallRecord | None:

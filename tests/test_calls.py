@@ -269,18 +269,6 @@ def test_unavailable_refusal_of_a_softphone_call_is_outbound(store, service, wor
     assert record.customer_id == world["customer_id"] and record.sip_status == 503
 
 
-def test_shed_calls_are_recorded_together_as_503_refusals(store, service, world):
-    ids = service.record_shed([(C, XS, "uuid-9", False), ("alice", "13900000002", None, True),
-                               ("anonymous", "garbage", "uuid-10", False)])
-
-    first, softphone, garbled = (record_of(store, record_id) for record_id in ids)
-    assert (first.reason, first.sip_status, first.call_uuid) == ("unavailable", 503, "uuid-9")
-    assert first.customer_id == world["customer_id"] and first.decision == "refuse"
-    assert (softphone.direction, softphone.caller, softphone.callee) == ("outbound", A, B)
-    assert garbled.x is None and garbled.customer_id is None and garbled.ended_at is not None
-    assert [e.kind for e in events_of(store, ids[0])] == ["refused"]
-
-
 @pytest.fixture
 def broken_service(tmp_path, settings, clock):
     store = Store(f"sqlite:///{tmp_path}/missing/dir/db.sqlite")

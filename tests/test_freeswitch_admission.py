@@ -37,7 +37,6 @@ class HeldCore:
         self.release = threading.Event()
         self.routed: list[str] = []
         self.events: list[tuple] = []
-        self.shed: list[tuple] = []
 
     def route_inbound(self, caller, dialed, uuid, trusted=True):
         self.routed.append(uuid)
@@ -46,10 +45,6 @@ class HeldCore:
 
     def refuse_unavailable(self, caller, dialed, uuid, outbound=False):
         return None
-
-    def record_shed(self, attempts):
-        self.shed += attempts
-        return [uuid[:8] for _, _, uuid, _ in attempts]
 
     def call_event(self, record_id, kind, at=None, **fields):
         self.events.append((record_id, kind))
@@ -100,10 +95,6 @@ def test_a_session_past_an_admission_bound_is_refused_503_at_once_without_a_deci
 
     assert refused.sip_status == 503 and refused.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
     assert len(core.routed) == 2
-    # Refused without a decision, but its attempt is recorded all the same.
-    wait_for(lambda: len(core.shed) == 1)
-    caller, dialed, uuid, outbound = core.shed[0]
-    assert (caller, dialed, outbound) == (A, X, False) and uuid not in core.routed
     core.release.set()
     gevent.joinall(waiting, timeout=10, raise_error=True)
     assert [job.value.sip_status for job in waiting] == [200, 200]

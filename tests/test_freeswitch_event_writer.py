@@ -114,26 +114,3 @@ def test_core_client_reports_an_unstored_event_as_false(pool):
     assert core.event("r1", "ringing", None) is True
     assert core.event("missing", "ringing", None) is False
     core.close()
-
-
-class Shed:
-    def __init__(self):
-        self.batches: list[list] = []
-
-    def record_shed(self, attempts):
-        self.batches.append(list(attempts))
-        return [uuid for _, _, uuid, _ in attempts]
-
-
-def test_submitted_items_are_written_in_batches_without_anyone_waiting(pool, monkeypatch):
-    service = Shed()
-    writer = EventWriter(service, pool, method="record_shed")
-    monkeypatch.setattr(EventWriter, "MAX_QUEUED", 3)
-    for n in range(5):
-        writer.submit(("caller", "x", f"u{n}", False))
-
-    wait_until(lambda: service.batches)
-    gevent.sleep(0.05)
-    assert service.batches == [[("caller", "x", f"u{n}", False) for n in range(3)]]
-    assert writer.dropped == 2
-    writer.close()

@@ -80,16 +80,9 @@ class CoreClient:
         self.pool = pool or gevent.get_hub().threadpool
         self.decision_pool = decision_pool or self.pool
         self.events = EventWriter(service, self.pool)
-        self.shed = EventWriter(service, self.pool, method="record_shed")
 
     def close(self) -> None:
         self.events.close()
-        self.shed.close()
-
-    def record_shed(self, info: ChannelInfo) -> None:
-        """Queue the record of a call refused 503 past the admission bounds; no wait."""
-        caller = info.username if info.outbound else info.caller_raw
-        self.shed.submit((caller, info.dialed_raw, info.uuid, info.outbound))
 
     def _run(self, deadline: float, func: Callable, *args, **kwargs):
         value = self.pool.spawn(contained, func, args, kwargs).get(timeout=deadline)
@@ -184,15 +177,10 @@ class EventWriter:
 
     MAX_BATCH = 500
     GATHER_S = 0.005
-    # What ``submit`` may queue, nobody waiting for it: past this, under an overload the
-    # database cannot keep up with, an item is dropped (logged) rather than memory grown.
-    MAX_QUEUED = 10_000
 
-    def __init__(self, service: Any, pool: ThreadPool, method: str = "call_events"):
+    def __init__(self, service: Any, pool: ThreadPool):
         self._service = service
-        self._method = method
         self._pool = pool
-        self.dropped = 0
         self._queue: deque = deque()
         self._ready = Event()
         self._writer: gevent.Greenlet | None = None
@@ -210,19 +198,6 @@ class EventWriter:
         if isinstance(value, Raised):
             raise value.error
         return value
-
-    def submit(self, item: tuple) -> None:
-        """Queue ``item`` and return at once; a failure to write it is only logged."""
-        if len(self._queue) >= self.MAX_QUEUED:
-            self.dropped += 1
-            if self.dropped % 1000 == 1:
-                logger.warning("%s: %d items dropped, the database is behind", self._method,
-                               self.dropped)
-            return
-        self._queue.append((item, None))
-        self._ready.set()
-        if self._writer is None or self._writer.dead:
-            self._writer = gevent.spawn(self._run)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -248,17 +223,12 @@ class EventWriter:
             for entry in batch:
                 self._write([entry])
             return
-        if isinstance(value, Raised) and all(done is None for _, done in batch):
-            logger.warning("%s: %d items not stored: %s", self._method, len(batch),
-                           describe(value.error))
         for index, (_, done) in enumerate(batch):
-            if done is not None:
-                done.set(value if isinstance(value, Raised) else value[index])
+            done.set(value if isinstance(value, Raised) else value[index])
 
     def _call(self, events: list):
         try:
-            write = getattr(self._service, self._method)
-            return self._pool.spawn(contained, write, (events,), {}).get()
+            return self._pool.spawn(contained, self._service.call_events, (events,), {}).get()
         except Exception as exc:  # noqa: BLE001 - the pool itself failed (killed at stop)
             return Raised(exc)
 

@@ -18,7 +18,6 @@ from gevent.server import StreamServer
 from ..causes import UNAVAILABLE
 from ..config import FreeSwitchSettings
 from . import commands as cmd
-from .channel import read_channel
 from .core import CoreClient
 from .protocol import Connection, Gone, ProtocolError, Timeout, deadline_in
 from .session import CallSession
@@ -108,11 +107,10 @@ class OutboundServer:
     def _refuse(self, conn: Connection) -> None:
         """Refuse a session past the admission bounds: 503 (Q.850 41), fail closed and cheap.
 
-        No decision is taken. ``connect`` then the hangup go out in one write; without
-        ``linger`` FreeSWITCH closes the socket after the hangup. The attempt's record (reason
-        ``unavailable``) is queued without waiting, written with others in one transaction:
-        records shed this way are dropped, and logged, only while more than
-        ``EventWriter.MAX_QUEUED`` wait for the database.
+        No decision is taken and no call record is written: under overload that database work
+        is what the controller has no room for (known shortcoming: the attempt is only in
+        FreeSWITCH's own CDR and in this log's count). ``connect`` then the hangup go out in
+        one write; without ``linger`` FreeSWITCH closes the socket after the hangup.
         """
         self.shed += 1
         if self.shed % SHED_LOG_EVERY == 1:
@@ -122,12 +120,8 @@ class OutboundServer:
             conn.send(cmd.CONNECT + cmd.refuse(UNAVAILABLE))
             deadline, replies = deadline_in(SHED_S), 0
             while replies < 2:  # the channel data, then the hangup's +OK
-                message = conn.read(deadline)
-                if message.content_type != "command/reply":
-                    continue
-                replies += 1
-                if replies == 1:
-                    self.core.record_shed(read_channel(message.headers, self.settings))
+                if conn.read(deadline).content_type == "command/reply":
+                    replies += 1
         except (Gone, Timeout, ProtocolError) as exc:
             logger.debug("refused session from %s: %s", conn.peer, type(exc).__name__)
         finally:
