@@ -305,8 +305,8 @@ class CallService:
         Storage failures raise StorageUnavailable so the adapter can retry or log them.
         """
         at = at or self._clock()
-        with self._transaction() as session:
-            return records.call_event(session, record_id, kind, at=at, **fields)
+        with self._connection() as connection:
+            return records.call_event(connection, record_id, kind, at=at, **fields)
 
     def call_events(self, events: list[tuple[str, str, datetime | None, dict]]) -> list:
         """Many call events in one transaction (see ``records.call_events``): for each, its
@@ -326,21 +326,24 @@ class CallService:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        try:
-            with self._store.transaction() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            logger.warning("storage error: %s", type(exc).__name__)
-            raise StorageUnavailable("storage unavailable") from exc
+        """A transaction on a plain connection (the per-call paths)."""
+        with _storage_errors(), self._store.transaction() as connection:
+            yield connection
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
-        try:
-            with self._store.session() as session:
-                yield session
-        except SQLAlchemyError as exc:
-            logger.warning("storage error: %s", type(exc).__name__)
-            raise StorageUnavailable("storage unavailable") from exc
+        with _storage_errors(), self._store.session() as session:
+            yield session
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Any database error, to the adapters, is storage being unavailable."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        logger.warning("storage error: %s", type(exc).__name__)
+        raise StorageUnavailable("storage unavailable") from exc
 
 
 def _refusal(reason: routing.Reason) -> dict:

@@ -113,7 +113,7 @@ def _attempt_columns(*, customer_id, binding_id, out_id, direction, x, caller, c
 
 
 def call_event(
-    session: Session, record_id: str, kind: str, *, at: datetime, **fields
+    db: Session | Connection, record_id: str, kind: str, *, at: datetime, **fields
 ) -> CallRecord | None:
     """THE call-event function: apply ``kind`` to the record, queue it for webhooks.
 
@@ -121,7 +121,7 @@ def call_event(
     'ended' or 'refused' for a record already ended, 'ringing' after the answer). Raises
     NotFound for an unknown record and InvalidInput for an unknown kind or field.
     """
-    (result,) = call_events(session, [(record_id, kind, at, fields)])
+    (result,) = call_events(db, [(record_id, kind, at, fields)])
     if isinstance(result, Exception):
         raise result
     if isinstance(result, dict):
