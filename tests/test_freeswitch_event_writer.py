@@ -72,40 +72,40 @@ def test_events_that_arrive_during_a_write_go_together_into_the_next_in_order(po
     writer.close()
 
 
-def test_a_batch_the_database_refuses_is_retried_event_by_event(pool):
-    service = Service(hold_first=True)
-    service.fail = storage_error(DataError("stmt", {}, Exception("bad value")))
+def ended_behind_a_held_batch(service: Service, pool, names: list[str]) -> list:
+    """'ended' for each record of ``names``, all sent while a first batch is held in the
+    database, so that they are written together; the greenlets, once done."""
     writer = EventWriter(service, pool)
     gevent.spawn(writer.write, "r0", "ringing", None, {}, 5)
     wait_until(service.entered.is_set)
-    names = ["r1", "poison", "r2", "missing"]
     waits = [gevent.spawn(writer.write, name, "ended", None, {}, 5) for name in names]
     gevent.sleep(0.05)
     service.release.set()
     gevent.joinall(waits, timeout=5)
+    writer.close()
+    return waits
+
+
+def test_a_batch_the_database_refuses_is_retried_event_by_event(pool):
+    service = Service(hold_first=True)
+    service.fail = storage_error(DataError("stmt", {}, Exception("bad value")))
+    names = ["r1", "poison", "r2", "missing"]
+    waits = ended_behind_a_held_batch(service, pool, names)
 
     assert waits[0].value == {"id": "r1"} and waits[2].value == {"id": "r2"}
     assert isinstance(waits[1].exception, StorageUnavailable)
     assert isinstance(waits[3].value, NotFound)
     assert service.batches[1:] == [[(n, "ended") for n in names]] + [
         [(n, "ended")] for n in names]
-    writer.close()
 
 
 def test_with_the_database_down_the_batch_fails_at_once_without_retries(pool):
     service = Service(hold_first=True)
     service.fail = storage_error(OperationalError("connect", {}, Exception("refused")))
-    writer = EventWriter(service, pool)
-    gevent.spawn(writer.write, "r0", "ringing", None, {}, 5)
-    wait_until(service.entered.is_set)
-    waits = [gevent.spawn(writer.write, f"r{n}", "ended", None, {}, 5) for n in range(1, 4)]
-    gevent.sleep(0.05)
-    service.release.set()
-    gevent.joinall(waits, timeout=5)
+    waits = ended_behind_a_held_batch(service, pool, [f"r{n}" for n in range(1, 4)])
 
     assert all(isinstance(w.exception, StorageUnavailable) for w in waits)
     assert len(service.batches) == 2
-    writer.close()
 
 
 def test_core_client_reports_an_unstored_event_as_false(pool):
