@@ -335,10 +335,7 @@ def _insert(session, customer_id, number_id: int, x: str, plan: BindPlan,
     if plan.primary:
         _clear_primary(session, customer_id, plan.a, values["id"])
 
-    # The counters changed behind the ORM's back: a Number the session holds must reload.
-    held = session.identity_map.get(session.identity_key(Number, number_id))
-    if held is not None:
-        session.expire(held, ["active_bindings", "total_bindings", "state"])
+    _reload_number(session, number_id, "active_bindings", "total_bindings", "state")
     return Binding(**values)
 
 
@@ -507,10 +504,15 @@ def _end_locked(session, number_id: int, binding: Binding, now, reason, cooldown
         return False
     for name, value in (("ended_at", now), ("updated_at", now), ("end_reason", reason)):
         set_committed_value(binding, name, value)
+    _reload_number(session, number_id, "active_bindings", "state", "cooling_until")
+    return True
+
+
+def _reload_number(session, number_id: int, *names: str) -> None:
+    """X's row changed behind the ORM's back: a Number the session holds reloads ``names``."""
     held = session.identity_map.get(session.identity_key(Number, number_id))
     if held is not None:
-        session.expire(held, ["active_bindings", "state", "cooling_until"])
-    return True
+        session.expire(held, list(names))
 
 
 def _released_number(dedicated: bool, cooling: bool) -> str:
