@@ -2,20 +2,22 @@
 
 One transaction per call: gather what routing needs in as few indexed queries as possible,
 decide (``routing``, pure), write the attempt record (and a ``refused`` event when refused).
-This runs on every call, so the lookups are shaped for it: the number row with the blacklist
-hit and the caller's recent attempts folded into the same statement, then the caller's
-bindings on X through the unique (X, party) index.
+This runs on every call, so the lookups are shaped for it: one statement reads the number row
+with the blacklist hit, the caller's recent attempts and the caller's own binding on X (through
+the unique (X, party) index); only a dedicated X (AX, AXN, AXG) needs a second, for its one
+binding.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, true
+from sqlalchemy import and_, bindparam, func, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -65,16 +67,30 @@ _BINDING_COLUMNS = [_BINDINGS.c[name] for name in (
 _NUMBER = select(*_NUMBER_COLUMNS).where(_NUMBERS.c.e164 == bindparam("x"))
 _BINDINGS_ON_X = select(*_BINDING_COLUMNS).where(_BINDINGS.c.x == bindparam("x"),
                                          _BINDINGS.c.ended_at.is_(None))
-_CALLERS_BINDING = (
-    select(*_BINDING_COLUMNS).join(_PARTIES, _PARTIES.c.binding_id == _BINDINGS.c.id)
-    .where(_PARTIES.c.x == bindparam("x"), _PARTIES.c.party == bindparam("caller"),
-           _PARTIES.c.active == true(), _BINDINGS.c.ended_at.is_(None)))
 _GROUP_MEMBER = select(GroupMember.number).where(GroupMember.group_id == bindparam("group"),
                                                   GroupMember.number == bindparam("caller"))
 
 
+# The caller's binding on X, joined to X's row; its columns prefixed so they cannot clash
+# with the number's. A nested join, not LATERAL, which SQLite lacks.
+_PREFIX = "binding_"
+_CALLERS_PAIR_COLUMNS = [column.label(_PREFIX + column.name) for column in _BINDING_COLUMNS]
+_WITH_CALLERS_PAIR = _NUMBERS.outerjoin(
+    _PARTIES.join(_BINDINGS, and_(_BINDINGS.c.id == _PARTIES.c.binding_id,
+                                  _BINDINGS.c.ended_at.is_(None))),
+    and_(_PARTIES.c.x == _NUMBERS.c.e164, _PARTIES.c.party == bindparam("caller"),
+         _PARTIES.c.active == true()))
+_BindingRow = namedtuple("_BindingRow", [column.name for column in _BINDING_COLUMNS])
+
+
 def _number_and_caller(rate_limit_attempts: int):
-    """X's pool row, with whether the caller is blacklisted and its recent attempts."""
+    """X's pool row, whether the caller is blacklisted, its recent attempts, and its own
+    binding on X when it has one: the whole lookup of a call on a shared X in one round trip.
+
+    The binding comes through the unique index of active (X, party) pairs, so there is at
+    most one row. It is used only when X is shared (``_bindings_on``): a dedicated X's
+    binding need not name the caller at all.
+    """
     blocked = blacklisted_query(_NUMBERS.c.customer_id, bindparam("caller"), bindparam("x"))
     # Counting stops past the limit: a caller hammering X costs no more than one over.
     # Calls deciding at the same instant see the same count (no lock is taken on the
@@ -85,8 +101,16 @@ def _number_and_caller(rate_limit_attempts: int):
                        CallRecord.started_at > bindparam("window"))
                 .limit(rate_limit_attempts + 1).subquery())
     recent = select(func.count()).select_from(attempts).scalar_subquery()
-    return select(*_NUMBER_COLUMNS, blocked.exists().label("blacklisted"), recent.label("recent")
-                  ).where(_NUMBERS.c.e164 == bindparam("x"))
+    return (select(*_NUMBER_COLUMNS, blocked.exists().label("blacklisted"),
+                   recent.label("recent"), *_CALLERS_PAIR_COLUMNS)
+            .select_from(_WITH_CALLERS_PAIR).where(_NUMBERS.c.e164 == bindparam("x")))
+
+
+def _callers_pair(row) -> list:
+    """The caller's binding carried by the row of ``_number_and_caller``, as a list."""
+    if getattr(row, _PREFIX + "id", None) is None:
+        return []
+    return [_BindingRow(*(getattr(row, _PREFIX + name) for name in _BindingRow._fields))]
 
 
 class CallService:
@@ -171,8 +195,9 @@ class CallService:
 
         A dedicated X carries one binding and nothing else, so all of X's active rows are
         read; on a shared X only the caller's own pair is, through the unique (X, party)
-        index, however many AXB bindings share X. This trusts ``numbers.state``, which
-        ``bindings`` keeps in the same transaction as the binding rows.
+        index, however many AXB bindings share X: it came with X's row (``_callers_pair``).
+        This trusts ``numbers.state``, which ``bindings`` keeps in the same transaction as the
+        binding rows.
         """
         if number.state == NumberState.DEDICATED:
             rows = connection.execute(_BINDINGS_ON_X, {"x": number.e164})
@@ -180,7 +205,7 @@ class CallService:
                     if b.mode != routing.Mode.AXB or caller in (b.a, b.b)]
         if caller is None or number.state != NumberState.AVAILABLE:
             return []
-        return list(connection.execute(_CALLERS_BINDING, {"x": number.e164, "caller": caller}))
+        return _callers_pair(number)
 
     def _view(self, connection: Connection, binding, caller: str | None, carrier: str):
         members = frozenset()

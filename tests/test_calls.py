@@ -328,3 +328,23 @@ def test_concurrent_ends_of_one_call_are_recorded_once(pg_store, settings, clock
         results = list(pool.map(lambda _: service.call_event(record_id, "ended"), range(8)))
     assert sum(r is not None for r in results) == 1
     assert [e.kind for e in events_of(pg_store, record_id)] == ["ended"]
+
+
+def test_a_call_on_a_shared_x_reads_in_one_statement_and_writes_one(store, world, service):
+    """The caller's pair comes with X's row; a second pair on X is not confused with it."""
+    from sqlalchemy import event
+
+    statements = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        routed = service.route_inbound(P, XS, "shared-1")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+
+    assert isinstance(routed.decision, Connect)
+    assert (routed.decision.to, routed.decision.binding_id) == (Q, world["axb2"])
+    assert [s for s in statements if s not in ("BEGIN",)] == ["SELECT", "INSERT"]
