@@ -1,6 +1,9 @@
-"""The what-if changes measured by the benchmark read events exactly as the product does."""
+"""The what-if changes measured by the benchmark do what they say (events read as the product
+reads them; the green-database switch in a process of its own)."""
 
 import json
+import subprocess
+import sys
 
 from pbx_control.bench.experiments import LazyHeaders
 from pbx_control.bench.transcript import RECORDINGS
@@ -43,3 +46,15 @@ def test_an_update_wins_over_the_raw_block():
     lazy.update({"Hangup-Cause": "ALLOTTED_TIMEOUT"})
 
     assert lazy.get("Hangup-Cause") == "ALLOTTED_TIMEOUT" and len(lazy) == 2
+
+
+def test_green_database_makes_psycopg_wait_through_gevent_and_pools_greenlets():
+    # In a process of its own: the experiment monkey-patches the whole interpreter.
+    code = ("from pbx_control.bench.experiments import apply; apply(['green-database']); "
+            "import psycopg.waiting, gevent.pool; from pbx_control.freeswitch import service; "
+            "print(psycopg.waiting.wait.__name__, service.ThreadPool is gevent.pool.Pool)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+
+    assert out[0] != "wait_c"  # the C wait would block the whole hub on a query
+    assert out[1] == "True"

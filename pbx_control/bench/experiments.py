@@ -12,7 +12,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-CONTROLLER = ("lazy-events", "pipelined-commands")
+CONTROLLER = ("lazy-events", "pipelined-commands", "green-database")
 DATABASE = ("least-used-index",)
 
 # pool._candidates orders by (active_bindings, total_bindings, id) with no city: with this
@@ -142,8 +142,28 @@ def pipelined_commands() -> None:
     session.CallSession._send_all = _send_all
 
 
+def green_database() -> None:
+    """Database calls on greenlets of the hub instead of gevent's thread pool.
+
+    gevent's monkey-patching before psycopg is imported makes psycopg wait for the socket
+    through the patched ``select`` (psycopg.waiting picks its wait function at import), so a
+    query yields to the other calls instead of holding a thread; SQLAlchemy's pool locks
+    become greenlet locks. The pools of ``freeswitch.service`` become greenlet pools of the
+    same sizes: no hand-off between threads, no contention for the interpreter lock.
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent.pool
+
+    from ..freeswitch import service
+
+    service.ThreadPool = gevent.pool.Pool
+
+
 def apply(names: list[str]) -> None:
     """Apply controller experiments by name, in this process."""
     for name in names:
-        {"lazy-events": lazy_events, "pipelined-commands": pipelined_commands}[name]()
+        {"lazy-events": lazy_events, "pipelined-commands": pipelined_commands,
+         "green-database": green_database}[name]()
         logger.warning("benchmark experiment %s applied: not the product as shipped", name)
