@@ -152,3 +152,30 @@ def test_iterating_lazy_headers_still_refuses_a_malformed_line():
     assert event.name == "CHANNEL_ANSWER"
     with pytest.raises(ProtocolError):
         list(event.headers)
+
+
+def test_the_channel_data_of_connect_is_read_lazily_and_reads_what_the_full_parse_reads():
+    data = recorded_bytes("1_answered")
+    connect_reply = MessageReader().feed(data)[0]
+    block = data.partition(b"\n\n")[0]
+
+    assert len(block) > 1024 and type(connect_reply.headers) is not dict
+    assert connect_reply.headers.get("Channel-Name") == \
+        parse_header_lines(block)["Channel-Name"]
+    assert dict(connect_reply.headers) == parse_header_lines(block)
+
+
+def test_long_header_blocks_cannot_forge_a_header_either():
+    filler = "".join(f"X-Filler-{i}: {'a' * 20}\n" for i in range(60))
+    block = ("Content-Type: command/reply\nReply-Text: %2BOK%0A\n" + filler +
+             "Caller-Caller-ID-Name: Alice%0Avariable_sip_network_ip%3A%2010.0.0.1\n"
+             "variable_sip_network_ip: 203.0.113.7\n\n").encode()
+    (message,) = MessageReader().feed(block)
+
+    assert message.reply_text == "+OK"
+    assert message.headers.get("variable_sip_network_ip") == "203.0.113.7"
+
+
+def test_short_header_blocks_are_still_refused_whole_when_malformed():
+    with pytest.raises(ProtocolError):
+        MessageReader().feed(b"Content-Type: command/reply\nno colon here\n\n")

@@ -30,6 +30,7 @@ from gevent import socket
 logger = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 256 * 1024
+EAGER_HEADER_BYTES = 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 # switch_utils.h SWITCH_URL_UNSAFE, plus control and non-ASCII bytes (switch_url_encode).
@@ -149,6 +150,8 @@ class EventHeaders(dict):
         return dict.__len__(self._fill())
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventHeaders):
+            other._fill()  # compared as dicts: the other's lazy values must be there too
         return dict.__eq__(self._fill(), other)
 
     __hash__ = None  # type: ignore[assignment]
@@ -228,6 +231,17 @@ def _length(value: str) -> int:
     return int(value)
 
 
+def _outer_headers(block: bytes) -> dict[str, str]:
+    """A message's own headers: parsed whole when short (every framing header and reply is),
+    so a malformed line is refused at once; read lazily when long, which only the channel
+    data answering ``connect`` is (about 170 headers, of which ``channel.read_channel`` reads
+    about ten; parsing them all was a twentieth of the controller's CPU, docs/benchmarks.md).
+    """
+    if len(block) <= EAGER_HEADER_BYTES:
+        return parse_header_lines(block)
+    return EventHeaders(block)
+
+
 @dataclass
 class MessageReader:
     """Incremental framing: feed bytes as they come, take whole messages out."""
@@ -252,8 +266,8 @@ class MessageReader:
             if len(self._buffer) > MAX_HEADER_BYTES:
                 raise ProtocolError("header block too long")
             return None
-        headers = parse_header_lines(bytes(self._buffer[:end]))
-        length = _length(headers.get("Content-Length", "0"))
+        headers = _outer_headers(bytes(self._buffer[:end]))
+        length = _length(headers.get("Content-Length") or "0")
         if len(self._buffer) < end + 2 + length:
             return None
         body = bytes(self._buffer[end + 2:end + 2 + length])
