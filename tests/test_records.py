@@ -488,3 +488,33 @@ def test_a_record_added_in_the_same_session_is_found(store, customer_id):
     assert results[0]["ringing_at"] is not None and results[1] is pending
     with store.session() as session:
         assert session.get(CallRecord, record_id).ringing_at is not None
+
+
+def test_several_records_in_one_batch_end_as_each_would_alone(store, customer_id):
+    # Several changed records and outbox rows: the driver's executemany, not one row alone.
+    with store.session() as session:
+        alone = attempt(session, customer_id, call_uuid="alone").id
+        together = [attempt(session, customer_id, call_uuid=f"t{i}").id for i in range(3)]
+    with store.transaction() as connection:
+        for kind, at, fields in LIFE:
+            records.call_events(connection, [(alone, kind, at, fields)])
+    with store.transaction() as connection:
+        batch = [(record_id, kind, at, fields) for kind, at, fields in LIFE
+                 for record_id in together]
+        results = records.call_events(connection, batch)
+
+    assert sum(r is not None for r in results) == 3 * 3
+    with store.session() as session:
+        rows = {r.call_uuid: records.record_dict(r) for r in session.scalars(
+            select(CallRecord))}
+        outbox = outbox_rows(session)
+    for data in rows.values():
+        data.pop("id"), data.pop("call_uuid")
+    assert all(rows[f"t{i}"] == rows["alone"] for i in range(3))
+    assert rows["alone"]["billsec_s"] == 60 and rows["alone"]["reconciled"] is False
+    def life(record_id):
+        return [(kind, {k: v for k, v in payload.items() if k != "call_uuid"})
+                for kind, payload in without_ids([row for row in outbox if row[0] == record_id])]
+
+    assert [kind for kind, _ in life(alone)] == ["ringing", "answered", "ended"]
+    assert all(life(record_id) == life(alone) for record_id in together)
