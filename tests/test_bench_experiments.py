@@ -1,5 +1,5 @@
 """The what-if changes measured by the benchmark do what they say (events read as the product
-reads them; the green-database switch in a process of its own)."""
+reads them; the green-database and reuse-port switches in processes of their own)."""
 
 import json
 import subprocess
@@ -58,3 +58,19 @@ def test_green_database_makes_psycopg_wait_through_gevent_and_pools_greenlets():
 
     assert out[0] != "wait_c"  # the C wait would block the whole hub on a query
     assert out[1] == "True"
+
+
+def test_reuse_port_lets_two_listeners_share_one_port():
+    # Without the experiment the second bind fails with EADDRINUSE; in a process of its own so
+    # the patched StreamServer stays out of the other tests.
+    code = ("from pbx_control.bench.experiments import apply; apply(['reuse-port']); "
+            "from pbx_control.freeswitch import server; "
+            "first = server.StreamServer(('127.0.0.1', 0), lambda s, a: None); first.start(); "
+            "port = first.address[1]; "
+            "second = server.StreamServer(('127.0.0.1', port), lambda s, a: None); "
+            "second.start(); print(port == second.address[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split() == ["True"]

@@ -210,3 +210,39 @@ def test_memory_and_cpu_of_a_process_are_read_from_proc():
     assert 0 < rss <= peak
     assert procs.cpu_seconds(os.getpid()) > 0
     assert procs.memory_kb(2**22 + 1) == (0, 0)
+
+
+class FakeChild:
+    def __init__(self, port, rss_kb, cpu_s):
+        self.port, self.rss_kb, self.cpu = port, rss_kb, cpu_s
+        self.samples = []
+
+    def sample(self):
+        self.samples.append((len(self.samples), self.rss_kb))
+        return self.rss_kb
+
+    def cpu_s(self):
+        return self.cpu
+
+
+def test_workers_are_measured_as_one_controller_with_summed_memory_and_cpu():
+    from pbx_control.bench.callbench import Workers
+
+    first, second = FakeChild(5060, 100, 1.5), FakeChild(5060, 60, 2.0)
+    workers = Workers([first, second])
+    workers.sample()
+    second.rss_kb = 90
+    workers.sample()
+
+    assert workers.port == 5060 and workers.peak_kb() == 190
+    assert workers.cpu_s() == 3.5
+
+
+@pytest.mark.parametrize("value", ["0", "17", "two"])
+def test_a_bad_worker_count_is_refused_by_the_command_line(value, capsys):
+    from pbx_control.bench.callbench import parser
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--workers", value])
+
+    assert "workers:" in capsys.readouterr().err

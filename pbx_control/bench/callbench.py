@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,16 @@ def _rates(text: str) -> tuple[float, ...]:
     return rates
 
 
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("workers: a whole number") from None
+    if not 1 <= count <= 16:
+        raise argparse.ArgumentTypeError("workers: from 1 to 16")
+    return count
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench_calls", description=__doc__.split("\n\n")[0])
     p.add_argument("--bindings", type=int, default=1_000_000, help="AXB bindings (1000000)")
@@ -75,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
                         "(Python's default is 0.005)")
     p.add_argument("--experiment", action="append", choices=experiments.CONTROLLER,
                    default=[], help="what-if change applied in the controller (repeatable)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="experiment: this many pbx-control processes on one port "
+                        "(SO_REUSEPORT), figures summed over them; --profile records "
+                        "the first only (1)")
     p.add_argument("--profile", type=Path,
                    help="record pbx-control with py-spy during the run (collapsed stacks "
                         "to this file, top functions printed); needs py-spy installed")
@@ -146,6 +161,63 @@ def start_controller(run: Run, name: str = OURS, node: str = "bench",
     return procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env).start()
 
 
+STARTUP_S = 3.0
+
+
+class Workers:
+    """Several controller processes on one port, seen by the stages as one controller: RSS
+    and CPU are their sums (``--workers``, an experiment)."""
+
+    def __init__(self, children: list[procs.Child]):
+        self.children = children
+        self.port = children[0].port
+        self.samples: list[tuple[float, int]] = []
+
+    @property
+    def pid(self) -> int:
+        return self.children[0].pid
+
+    def sample(self) -> int:
+        rss = sum(child.sample() for child in self.children)
+        if rss:
+            self.samples.append((self.children[0].samples[-1][0], rss))
+        return rss
+
+    def cpu_s(self) -> float:
+        return sum(child.cpu_s() for child in self.children)
+
+    def peak_kb(self) -> int:
+        return max((rss for _, rss in self.samples), default=0)
+
+    def alive(self) -> bool:
+        return all(child.alive() for child in self.children)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for child in self.children:
+            child.stop(timeout)
+
+
+def start_workers(run: Run, count: int) -> Workers:
+    port = procs.free_port()
+    children = []
+    for k in range(count):
+        name = f"{OURS}-w{k}"
+        config = procs.write_controller_config(run.workdir / f"{name}.toml", run.database_url,
+                                               port, procs.free_port(), node=f"bench-w{k}")
+        argv = procs.controller_argv(config, port, switch_interval=run.args.switch_interval,
+                                     experiments=[*run.args.experiment, "reuse-port"])
+        env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
+        child = procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env)
+        # Once worker 0 listens, the port says nothing of the others: each is given the
+        # time a controller takes to start, and must still be running after it.
+        children.append(child.start())
+        if k > 0:
+            time.sleep(STARTUP_S)
+            if not child.alive():
+                raise RuntimeError(f"{name} exited: see {child.log_path}")
+    return Workers(children)
+
+
 def start_baseline(run: Run) -> procs.Child:
     port = procs.free_port()
     argv = [sys.executable, str(BASELINE_SCRIPT), "--port", str(port)]
@@ -154,7 +226,8 @@ def start_baseline(run: Run) -> procs.Child:
 
 def _load_run(run: Run) -> int:
     args = run.args
-    children = {OURS: start_controller(run)}
+    children = {OURS: start_controller(run) if args.workers == 1
+                else start_workers(run, args.workers)}
     if not args.no_baseline:
         children[BASELINE] = start_baseline(run)
     profiler = profile.start(children[OURS].pid, args.profile) if args.profile else None
@@ -268,8 +341,10 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
     args = run.args
     print(f"\nbench_calls, {now_utc()}")
     print(f"machine: {procs.machine_summary(run.database_url)}")
-    if args.experiment or args.switch_interval is not None:
-        print(f"EXPERIMENT, not the product as shipped: {', '.join(args.experiment)} "
+    if args.experiment or args.switch_interval is not None or args.workers > 1:
+        applied = [*args.experiment, *([f"{args.workers} workers on one port (reuse-port)"]
+                                       if args.workers > 1 else [])]
+        print(f"EXPERIMENT, not the product as shipped: {', '.join(applied)}, "
               f"switch interval {args.switch_interval or 'default'}")
     print(f"workload: {args.bindings} AXB bindings on {args.numbers} numbers, "
           f"{args.bound_share:.0%} of calls from a bound party, hold {args.hold:g} s, "

@@ -12,7 +12,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-CONTROLLER = ("lazy-events", "pipelined-commands", "green-database")
+CONTROLLER = ("lazy-events", "pipelined-commands", "green-database", "reuse-port")
 DATABASE = ("least-used-index",)
 
 # pool._candidates orders by (active_bindings, total_bindings, id) with no city: with this
@@ -161,9 +161,32 @@ def green_database() -> None:
     service.ThreadPool = gevent.pool.Pool
 
 
+def reuse_port() -> None:
+    """The outbound socket's listener opened with SO_REUSEPORT, so that several controller
+    processes can listen on one port and the kernel spreads the connections among them
+    (``bench_calls --workers``)."""
+    from gevent import socket
+    from gevent.server import StreamServer
+
+    from ..freeswitch import server
+
+    class ReusePortServer(StreamServer):
+        @classmethod
+        def get_listener(cls, address, backlog=None, family=None):
+            sock = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(backlog or cls.backlog or 256)
+            sock.setblocking(False)
+            return sock
+
+    server.StreamServer = ReusePortServer
+
+
 def apply(names: list[str]) -> None:
     """Apply controller experiments by name, in this process."""
     for name in names:
         {"lazy-events": lazy_events, "pipelined-commands": pipelined_commands,
-         "green-database": green_database}[name]()
+         "green-database": green_database, "reuse-port": reuse_port}[name]()
         logger.warning("benchmark experiment %s applied: not the product as shipped", name)
