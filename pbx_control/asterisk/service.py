@@ -172,7 +172,7 @@ def check(settings: AsteriskSettings) -> None:
 
 def run(settings: Settings) -> None:
     """Run the controller in the foreground until SIGINT/SIGTERM."""
-    from .. import housekeeping
+    from .. import collector, housekeeping
     from ..calls import CallService
     from ..failures import open_store
 
@@ -187,6 +187,7 @@ def run(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, controller.stop)
         keeper = asyncio.create_task(housekeeping.every_async(store, settings))
+        collector.freeze_startup_objects()
         try:
             await controller.run()
         finally:

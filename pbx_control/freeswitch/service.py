@@ -13,7 +13,7 @@ import gevent
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
-from .. import housekeeping
+from .. import collector, housekeeping
 from ..config import Settings
 from ..failures import open_store
 from ..storage import Store
@@ -97,6 +97,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
                   settings.freeswitch.listen_port if port is None else port)
         raise SystemExit(f"cannot listen on {listen[0]}:{listen[1]}: {_reason(exc)}") from None
     keeper = housekeeping.every_greenlet(store, settings, controller.pool)
+    collector.freeze_startup_objects()
     stopped = Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stopped.set)
