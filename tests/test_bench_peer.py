@@ -246,3 +246,41 @@ def test_a_bad_worker_count_is_refused_by_the_command_line(value, capsys):
         parser().parse_args(["--workers", value])
 
     assert "workers:" in capsys.readouterr().err
+
+
+def test_a_stage_runs_without_full_collections_and_restores_the_collector_after():
+    import gc
+
+    from pbx_control.bench.loadgen import young_collections_only
+
+    before = gc.get_threshold()
+    earlier = FakeChild(0, 0, 0)
+    with young_collections_only():
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] >= 2**31 - 1
+        assert not any(o is earlier for o in gc.get_objects())  # frozen, not walked
+
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert any(o is earlier for o in gc.get_objects())
+
+
+def test_the_controller_can_run_from_another_checkout_and_a_non_checkout_is_refused(
+        tmp_path, capsys):
+    from argparse import Namespace
+
+    from pbx_control.bench.callbench import Run, controller_env, parser
+
+    (tmp_path / "pbx_control" / "cli").mkdir(parents=True)
+    (tmp_path / "pbx_control" / "__init__.py").write_text("")
+    (tmp_path / "pbx_control" / "cli" / "main.py").write_text("")
+    args = parser().parse_args(["--controller-checkout", str(tmp_path)])
+    env = controller_env(Run(args, tmp_path, "", False))
+    code = "import pbx_control; print(pbx_control.__file__)"
+    where = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                           capture_output=True, text=True, check=True, cwd="/").stdout
+
+    assert where.startswith(str(tmp_path))
+    assert "PYTHONPATH" not in controller_env(Run(Namespace(controller_checkout=None),
+                                                  tmp_path, "", False))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--controller-checkout", str(tmp_path / "pbx_control")])
+    assert "not a pbx-control checkout" in capsys.readouterr().err

@@ -57,6 +57,14 @@ def _workers(text: str) -> int:
     return count
 
 
+def _checkout(text: str) -> Path:
+    path = Path(text).resolve()
+    if not (path / "pbx_control" / "cli" / "main.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a pbx-control checkout "
+                                         "(no pbx_control/cli/main.py)")
+    return path
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench_calls", description=__doc__.split("\n\n")[0])
     p.add_argument("--bindings", type=int, default=1_000_000, help="AXB bindings (1000000)")
@@ -90,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
                    help="experiment: this many pbx-control processes on one port "
                         "(SO_REUSEPORT), figures summed over them; --profile records "
                         "the first only (1)")
+    p.add_argument("--controller-checkout", type=_checkout, metavar="DIR",
+                   help="run the controller from this checkout's pbx_control (e.g. a git "
+                        "worktree of an earlier commit, same dependencies), the generator "
+                        "from this one: before and after a change with the same generator")
     p.add_argument("--profile", type=Path,
                    help="record pbx-control with py-spy during the run (collapsed stacks "
                         "to this file, top functions printed); needs py-spy installed")
@@ -156,9 +168,17 @@ def start_controller(run: Run, name: str = OURS, node: str = "bench",
                                            port, procs.free_port(), node=node, extra=extra)
     argv = procs.controller_argv(config, port, switch_interval=run.args.switch_interval,
                                  experiments=run.args.experiment)
+    return procs.Child(name, argv, port, run.workdir / f"{name}.log",
+                       env=controller_env(run)).start()
+
+
+def controller_env(run: Run) -> dict:
     # The inbound event socket is required configuration; nothing listens on its port here.
     env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
-    return procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env).start()
+    checkout = getattr(run.args, "controller_checkout", None)
+    if checkout:
+        env["PYTHONPATH"] = str(checkout)
+    return env
 
 
 STARTUP_S = 3.0
@@ -206,8 +226,8 @@ def start_workers(run: Run, count: int) -> Workers:
                                                port, procs.free_port(), node=f"bench-w{k}")
         argv = procs.controller_argv(config, port, switch_interval=run.args.switch_interval,
                                      experiments=[*run.args.experiment, "reuse-port"])
-        env = {"PBX_CONTROL_FREESWITCH_ESL_PASSWORD": "bench-no-inbound-socket"}
-        child = procs.Child(name, argv, port, run.workdir / f"{name}.log", env=env)
+        child = procs.Child(name, argv, port, run.workdir / f"{name}.log",
+                            env=controller_env(run))
         # Once worker 0 listens, the port says nothing of the others: each is given the
         # time a controller takes to start, and must still be running after it.
         children.append(child.start())
@@ -346,6 +366,9 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
                                        if args.workers > 1 else [])]
         print(f"EXPERIMENT, not the product as shipped: {', '.join(applied)}, "
               f"switch interval {args.switch_interval or 'default'}")
+    if args.controller_checkout:
+        print(f"controller: pbx_control of {args.controller_checkout} "
+              f"({procs.commit_of(args.controller_checkout)})")
     print(f"workload: {args.bindings} AXB bindings on {args.numbers} numbers, "
           f"{args.bound_share:.0%} of calls from a bound party, hold {args.hold:g} s, "
           f"failed = no right bridge or refusal within 1 s\n")

@@ -231,3 +231,13 @@ def _postgres_version(database_url: str) -> str:
             return "PostgreSQL " + conn.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as exc:
         return f"PostgreSQL ? ({type(exc).__name__})"
+
+
+def commit_of(checkout: Path) -> str:
+    """The commit a checkout is at, or why it is not known."""
+    try:
+        done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"commit unknown: {type(exc).__name__}"
+    return done.stdout.strip() if done.returncode == 0 else "not a git checkout"
