@@ -284,3 +284,24 @@ def test_the_controller_can_run_from_another_checkout_and_a_non_checkout_is_refu
     with pytest.raises(SystemExit):
         parser().parse_args(["--controller-checkout", str(tmp_path / "pbx_control")])
     assert "not a pbx-control checkout" in capsys.readouterr().err
+
+
+def _stage(label, rate, failure=None):
+    stage = Stage(label, rate, 1.0)
+    stage.results = [CallResult(spec=None, started=0.0, latency=0.001, failure=failure)]
+    return stage
+
+
+def test_the_ratio_is_a_bound_where_a_controller_never_failed():
+    from pbx_control.bench.callbench import _ratio
+
+    ramp = [_stage("pbx-control", 100), _stage("pbx-control", 200, "late"),
+            _stage("baseline", 100), _stage("baseline", 200), _stage("baseline", 400, "late")]
+    figures = {}
+
+    assert _ratio(ramp, 100, 200, figures) == [
+        "ratio pbx-control / baseline: 0.50 (target at least 0.5)"]
+    assert figures["ratio"] == 0.5
+    assert "at most 0.25" in _ratio(ramp[:4], 100, 400, {})[0]
+    assert "at least 2.00" in _ratio([ramp[0], *ramp[2:]], 400, 200, {})[0]
+    assert "not measured" in _ratio([ramp[0], ramp[2]], 100, 100, {})[0]

@@ -393,6 +393,18 @@ def _clean_text(stages: list[Stage], name: str) -> str:
     return f"{best:g}"
 
 
+def _ratio(stages: list[Stage], ours: float, base: float, figures: dict) -> list[str]:
+    """The ratio of the highest clean rates, said as a bound where a controller never failed:
+    its highest clean rate is then only the highest rate offered to it."""
+    ours_capped = all(s.clean for s in stages if s.label == OURS)
+    base_capped = all(s.clean for s in stages if s.label == BASELINE)
+    if ours_capped and base_capped:
+        return [f"ratio {OURS} / {BASELINE}: not measured (neither failed at the rates offered)"]
+    figures["ratio"] = ours / base
+    bound = "at most " if base_capped else "at least " if ours_capped else ""
+    return [f"ratio {OURS} / {BASELINE}: {bound}{ours / base:.2f} (target at least 0.5)"]
+
+
 def _summary(stages: list[Stage], children: dict[str, procs.Child]) -> dict:
     lines, figures = [], {}
     ours = highest_clean(stages, OURS)
@@ -405,8 +417,7 @@ def _summary(stages: list[Stage], children: dict[str, procs.Child]) -> dict:
         lines.append(f"{BASELINE}: highest offered rate with no failed call: "
                      f"{_clean_text(stages, BASELINE)}")
         if ours and base:
-            figures["ratio"] = ours / base
-            lines.append(f"ratio {OURS} / {BASELINE}: {ours / base:.2f} (target at least 0.5)")
+            lines += _ratio(stages, ours, base, figures)
     lines += _targets(stages)
     for stage in (s for s in stages if s.label == OURS and s.rss_kb):
         minutes = rss_by_minute(stage)
