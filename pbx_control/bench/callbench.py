@@ -34,7 +34,8 @@ OURS, BASELINE = "pbx-control", "baseline"
 DIALPLAN_VARIABLES = {"pbx_control_entry": "carrier"}
 
 
-DEFAULT_RAMP = (25, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+DEFAULT_RAMP = (25, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500,
+                2000, 2500, 3000)
 
 
 def _rates(text: str) -> tuple[float, ...]:
