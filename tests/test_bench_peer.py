@@ -274,9 +274,11 @@ def test_the_controller_can_run_from_another_checkout_and_a_non_checkout_is_refu
     (tmp_path / "pbx_control" / "cli" / "main.py").write_text("")
     args = parser().parse_args(["--controller-checkout", str(tmp_path)])
     env = controller_env(Run(args, tmp_path, "", False))
-    code = "import pbx_control; print(pbx_control.__file__)"
-    where = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                           capture_output=True, text=True, check=True, cwd="/").stdout
+    # The controller's own interpreter line, run from this checkout's root as the README does.
+    argv = procs.controller_argv(tmp_path / "x.toml", 1)
+    argv = argv[:argv.index("-c")] + ["-c", "import pbx_control; print(pbx_control.__file__)"]
+    where = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).resolve().parents[1]).stdout
 
     assert where.startswith(str(tmp_path))
     assert "PYTHONPATH" not in controller_env(Run(Namespace(controller_checkout=None),

@@ -179,7 +179,9 @@ def controller_argv(config_path: Path, port: int, log_level: str = "WARNING",
                 f"; {code}")
     if switch_interval is not None:
         code = f"import sys; sys.setswitchinterval({float(switch_interval)!r}); {code}"
-    return [sys.executable, "-c", code,
+    # -P: not the working directory first on sys.path, which would shadow the checkout that
+    # --controller-checkout puts on PYTHONPATH whenever the bench runs from a checkout's root.
+    return [sys.executable, "-P", "-c", code,
             "--config", str(config_path), "--log-level", log_level,
             "serve", "freeswitch", "--host", "127.0.0.1", "--port", str(port)]
 
