@@ -130,6 +130,8 @@ def test_a_refused_stranger_is_a_good_call():
     (lambda data: _bridge(BOUND.expect_to[1:], "8613800000007"), "x_not_shown"),
     (lambda data: b"sendmsg\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n",
      "refused_bound_party"),
+    (lambda data: b"sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_TEMPORARY_FAILURE\n\n",
+     "unavailable_503"),
 ])
 def test_a_wrong_decision_for_a_bound_party_is_a_failed_call(decide, failure):
     assert run_call(controller(decide), BOUND).failure == failure

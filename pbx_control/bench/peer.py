@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..causes import UNAVAILABLE
 from ..numbers import mask
 from .transcript import (
     AppEvents,
@@ -281,6 +282,10 @@ def _check(session: _Session, app: str, arg: str, result: CallResult) -> str | N
         result.detail = f"{app} {arg}".strip()
         if not session.config.check_routing or spec.expect_to is None:
             return None
+        if app == "hangup" and arg.split()[:1] == [UNAVAILABLE.freeswitch_cause]:
+            # 503, "try again": the controller did not decide (admission bounds, a decision
+            # past its deadline, the database unavailable), as distinct from a wrong refusal.
+            return "unavailable_503"
         return "refused_bound_party"
     if not session.config.check_routing:
         return None
