@@ -27,7 +27,7 @@ from ..errors import PbxControlError
 from ..routing import Mode
 from ..storage import Store
 from ..storage.db import utcnow
-from . import experiments, procs, seed
+from . import arguments, experiments, procs, seed
 from .loadgen import format_table, now_utc
 from .workload import Workload, call_mix, fresh_party
 
@@ -67,10 +67,14 @@ class PhaseResult:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench_bindings", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bindings", type=int, default=1_000_000, help="seeded bindings (1000000)")
-    p.add_argument("--numbers", type=int, default=10_000, help="pool numbers (10000)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
+    p.add_argument("--bindings", type=arguments.positive_int, default=1_000_000,
+                   help="seeded bindings (1000000)")
+    p.add_argument("--numbers", type=arguments.positive_int, default=10_000,
+                   help="pool numbers (10000)")
+    p.add_argument("--clients", type=arguments.positive_int, default=8,
+                   help="concurrent clients (8)")
+    p.add_argument("--seconds", type=arguments.positive_float, default=10.0,
+                   help="length of each timed phase")
     p.add_argument("--database-url", help="an already seeded database (seed_bindings)")
     p.add_argument("--admin-url", default=seed.DEFAULT_ADMIN_URL)
     p.add_argument("--keep-database", action="store_true")
@@ -80,15 +84,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    workload = arguments.workload(p, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    workload = Workload(args.bindings, args.numbers)
+    # The product logs each bind and unbind at INFO: thousands of lines a second here.
+    logging.getLogger("pbx_control.bindings").setLevel(logging.WARNING)
+    with arguments.database_errors("bench_bindings"):
+        return _run(args, workload)
+
+
+def _run(args, workload: Workload) -> int:
     created = args.database_url is None
-    url = args.database_url or seed.create_database(args.admin_url)
+    if created:
+        url, _ = seed.create_and_seed(args.admin_url, workload)
+    else:
+        url = args.database_url
+        seed.check_seeded(url, workload)
     try:
-        if created:
-            result = seed.seed(url, workload)
-            logger.info("seeded in %.1f s", result.seconds)
         _experiments(url, args.experiment)
         phases, checks = run_phases(url, workload, args.clients, args.seconds)
         _report(url, args, phases, checks)

@@ -19,9 +19,16 @@ from pathlib import Path
 TOP = 25
 
 
+def _py_spy() -> str:
+    return shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+
+def available() -> bool:
+    return Path(_py_spy()).is_file()
+
+
 def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
+    argv = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
             "--nonblocking", "--gil", "--output", str(output)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

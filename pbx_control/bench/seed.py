@@ -24,6 +24,7 @@ from psycopg import sql
 from ..customers import ensure_customer
 from ..storage import Store
 from ..storage.migrate import upgrade
+from . import arguments
 from .workload import Workload, party_a, party_b, x_number
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,11 @@ def create_database(admin_url: str, prefix: str = "pbx_bench") -> str:
     with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = database_url(admin_url, name)
-    upgrade(url)
+    try:
+        upgrade(url)
+    except BaseException:
+        drop_database(admin_url, url)
+        raise
     logger.info("database %s created and migrated", name)
     return url
 
@@ -59,6 +64,39 @@ def drop_database(admin_url: str, url: str) -> None:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                      "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def create_and_seed(admin_url: str, workload: Workload) -> tuple[str, SeedResult]:
+    """A new database holding ``workload``; dropped again if it could not be loaded."""
+    url = create_database(admin_url)
+    try:
+        return url, seed(url, workload)
+    except BaseException:
+        drop_database(admin_url, url)
+        raise
+
+
+def check_seeded(url: str, workload: Workload) -> None:
+    """Refuse a database that does not hold exactly the seeded ``workload``: the generator
+    derives each binding's X and parties from the two counts, so other counts would make it
+    expect wrong decisions and blame the controller."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        numbers = conn.execute("SELECT count(*) FROM numbers").fetchone()[0]
+        active = conn.execute("SELECT count(*) FROM bindings WHERE ended_at IS NULL").fetchone()[0]
+    if (numbers, active) != (workload.numbers, workload.bindings):
+        raise SystemExit(f"{mask_url(url)}: {numbers} numbers and {active} active bindings, "
+                         f"not --numbers {workload.numbers} --bindings {workload.bindings} "
+                         "(seed_bindings loads them)")
+
+
+def mask_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
 
 
 @dataclass
@@ -201,20 +239,28 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="seed_bindings", description=main.__doc__)
-    p.add_argument("--bindings", type=int, default=1_000_000, help="AXB bindings (1000000)")
-    p.add_argument("--numbers", type=int, default=10_000, help="pool numbers X (10000)")
+    p.add_argument("--bindings", type=arguments.positive_int, default=1_000_000,
+                   help="AXB bindings (1000000)")
+    p.add_argument("--numbers", type=arguments.positive_int, default=10_000,
+                   help="pool numbers X (10000)")
     p.add_argument("--admin-url", default=DEFAULT_ADMIN_URL,
                    help="PostgreSQL server where the new database is created")
     p.add_argument("--database-url", help="seed this empty database instead (migrated here)")
     args = p.parse_args(argv)
+    workload = arguments.workload(p, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
+    with arguments.database_errors("seed_bindings"):
+        return _seed_and_say(args, workload)
+
+
+def _seed_and_say(args, workload: Workload) -> int:
     if args.database_url:
         url = args.database_url
         upgrade(url)
+        result = seed(url, workload)
     else:
-        url = create_database(args.admin_url)
-    result = seed(url, Workload(args.bindings, args.numbers))
+        url, result = create_and_seed(args.admin_url, workload)
     print(f"{result.bindings} AXB bindings ({result.parties} pairs) on {result.numbers} numbers "
           f"loaded in {result.seconds:.1f} s")
     print(f"database: {url}")
