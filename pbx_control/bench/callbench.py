@@ -391,7 +391,9 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
         print(line)
     print(f"\nlogs: {run.workdir}")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+        plain = (str, int, float, bool, type(None))
+        given = {k: v if isinstance(v, plain) else str(v) for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"args": given,
                                          "stages": [stage_row(s) for s in stages],
                                          "summary": summary["figures"]}, indent=2))
 
