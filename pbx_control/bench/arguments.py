@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+from pathlib import Path
 
 import psycopg
 import sqlalchemy.exc
 
-from ..config import RoutingSettings
+from ..config import ConfigError, RoutingSettings
 from .workload import Workload
 
 
@@ -22,6 +24,29 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: at least 1")
     return value
+
+
+def int_from_to(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high``."""
+    def check(text: str) -> int:
+        value = positive_int(text) if low >= 1 else int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: from {low} to {high}")
+        return value
+    return check
+
+
+def output_file(p: argparse.ArgumentParser, option: str, path: Path | None) -> None:
+    """Refuse before the run a file that could not be written after it."""
+    if path is None:
+        return
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        p.error(f"{option} {path}: no such folder")
+    if path.is_dir():
+        p.error(f"{option} {path}: a folder, not a file")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        p.error(f"{option} {path}: not writable")
 
 
 def positive_float(text: str) -> float:
@@ -71,9 +96,13 @@ def workload(p: argparse.ArgumentParser, args: argparse.Namespace) -> Workload:
 
 @contextlib.contextmanager
 def database_errors(prog: str):
-    """A database that refuses the connection or a statement ends the script with one line."""
+    """A database that refuses the connection or a statement, or Ctrl-C, ends the script with
+    one line (what the script made is undone on the way out, by its own ``finally``)."""
     try:
         yield
-    except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.ArgumentError) as exc:
+    except KeyboardInterrupt:
+        sys.exit(f"{prog}: interrupted")
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.ArgumentError,
+            ConfigError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         sys.exit(f"{prog}: database: {reason[0] if reason else type(exc).__name__}")

@@ -14,6 +14,7 @@ import argparse
 import logging
 import multiprocessing
 import random
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seeded bindings (1000000)")
     p.add_argument("--numbers", type=arguments.positive_int, default=10_000,
                    help="pool numbers (10000)")
-    p.add_argument("--clients", type=arguments.positive_int, default=8,
+    p.add_argument("--clients", type=arguments.int_from_to(1, 64), default=8,
                    help="concurrent clients (8)")
     p.add_argument("--seconds", type=arguments.positive_float, default=10.0,
                    help="length of each timed phase")
@@ -153,10 +154,15 @@ def integrity(url: str) -> dict:
             "numbers_over_limit": over}
 
 
+def _ignore_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _phase(name, worker, url, clients, seconds, payload, settle_s) -> PhaseResult:
     start_at = time.time() + settle_s  # every client connected before the clock starts
     jobs = [(w, clients, url, start_at, seconds, payload) for w in range(clients)]
-    with multiprocessing.get_context("fork").Pool(clients) as pool:
+    # Workers leave Ctrl-C to the parent, which ends the pool and drops its database.
+    with multiprocessing.get_context("fork").Pool(clients, initializer=_ignore_interrupt) as pool:
         outputs = pool.starmap(worker, jobs)
     result = PhaseResult(name, clients)
     for out in outputs:

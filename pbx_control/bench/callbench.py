@@ -140,10 +140,14 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     arguments.workload(p, args)
     if args.profile and not profile.available():
         p.error("--profile needs py-spy: .venv/bin/pip install py-spy")
-    if args.json and args.freshness:
-        p.error("--json writes the figures of a load run, not of --freshness")
-    if args.json and not args.json.resolve().parent.is_dir():
-        p.error(f"--json {args.json}: no such folder")
+    if args.freshness:
+        given = [name for name, used in (("--json", args.json), ("--profile", args.profile),
+                                         ("--ramp", args.ramp), ("--workers", args.workers > 1))
+                 if used]
+        if given:
+            p.error(f"{', '.join(given)}: for a load run, not --freshness")
+    arguments.output_file(p, "--json", args.json)
+    arguments.output_file(p, "--profile", args.profile)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -293,6 +297,10 @@ async def _stages(run: Run, children: dict[str, procs.Child]) -> list[Stage]:
         await _settle(children)
         result = await run_stage(name, calls, cases, config, rate, seconds, watched,
                                  first_serial=serial)
+        for other, process in children.items():
+            if not process.alive():
+                raise SystemExit(f"bench_calls: {other} exited during the run at {rate:g}/s "
+                                 f"(see {run.workdir})")
         serial += result.calls
         logger.info("%s at %g/s: %s", name, rate, stage_row(result))
         return result
@@ -392,7 +400,8 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
     print(f"\nlogs: {run.workdir}")
     if args.json:
         plain = (str, int, float, bool, type(None))
-        given = {k: v if isinstance(v, plain) else str(v) for k, v in vars(args).items()}
+        given = {k: v if isinstance(v, plain) else list(v) if isinstance(v, (list, tuple))
+                 else str(v) for k, v in vars(args).items()}
         args.json.write_text(json.dumps({"args": given,
                                          "stages": [stage_row(s) for s in stages],
                                          "summary": summary["figures"]}, indent=2))

@@ -80,9 +80,14 @@ def check_seeded(url: str, workload: Workload) -> None:
     """Refuse a database that does not hold exactly the seeded ``workload``: the generator
     derives each binding's X and parties from the two counts, so other counts would make it
     expect wrong decisions and blame the controller."""
-    with psycopg.connect(libpq_url(url)) as conn:
-        numbers = conn.execute("SELECT count(*) FROM numbers").fetchone()[0]
-        active = conn.execute("SELECT count(*) FROM bindings WHERE ended_at IS NULL").fetchone()[0]
+    try:
+        with psycopg.connect(libpq_url(url)) as conn:
+            numbers = conn.execute("SELECT count(*) FROM numbers").fetchone()[0]
+            active = conn.execute(
+                "SELECT count(*) FROM bindings WHERE ended_at IS NULL").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        raise SystemExit(f"{mask_url(url)}: no pbx-control tables (seed_bindings loads a "
+                         "database)") from None
     if (numbers, active) != (workload.numbers, workload.bindings):
         raise SystemExit(f"{mask_url(url)}: {numbers} numbers and {active} active bindings, "
                          f"not --numbers {workload.numbers} --bindings {workload.bindings} "
