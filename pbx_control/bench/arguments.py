@@ -17,10 +17,7 @@ from .workload import Workload
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a whole number") from None
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: at least 1")
     return value
@@ -29,11 +26,18 @@ def positive_int(text: str) -> int:
 def int_from_to(low: int, high: int):
     """An argparse type: a whole number from ``low`` to ``high``."""
     def check(text: str) -> int:
-        value = positive_int(text) if low >= 1 else int(text)
+        value = _int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text}: from {low} to {high}")
         return value
     return check
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number") from None
 
 
 def output_file(p: argparse.ArgumentParser, option: str, path: Path | None) -> None:

@@ -46,16 +46,6 @@ def _rates(text: str) -> tuple[float, ...]:
     return rates
 
 
-def _workers(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("workers: a whole number") from None
-    if not 1 <= count <= 16:
-        raise argparse.ArgumentTypeError("workers: from 1 to 16")
-    return count
-
-
 def _checkout(text: str) -> Path:
     path = Path(text).resolve()
     if not (path / "pbx_control" / "cli" / "main.py").is_file():
@@ -98,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
                         "(Python's default is 0.005)")
     p.add_argument("--experiment", action="append", choices=experiments.CONTROLLER,
                    default=[], help="what-if change applied in the controller (repeatable)")
-    p.add_argument("--workers", type=_workers, default=1,
+    p.add_argument("--workers", type=arguments.int_from_to(1, 16), default=1,
                    help="experiment: this many pbx-control processes on one port "
                         "(SO_REUSEPORT), figures summed over them; --profile records "
                         "the first only (1)")
@@ -407,12 +397,16 @@ def _report(run: Run, stages: list[Stage], children: dict[str, procs.Child]) -> 
                                          "summary": summary["figures"]}, indent=2))
 
 
+def never_failed(stages: list[Stage], name: str) -> bool:
+    """No stage of ``name`` failed: its highest clean rate is only the highest rate offered."""
+    return all(s.clean for s in stages if s.label == name)
+
+
 def _clean_text(stages: list[Stage], name: str) -> str:
     best = highest_clean(stages, name)
     if best is None:
         return "none"
-    tried = [s for s in stages if s.label == name]
-    if all(s.clean for s in tried):
+    if never_failed(stages, name):
         return f"{best:g} or more (no stage failed up to the highest rate offered)"
     return f"{best:g}"
 
@@ -420,8 +414,7 @@ def _clean_text(stages: list[Stage], name: str) -> str:
 def _ratio(stages: list[Stage], ours: float, base: float, figures: dict) -> list[str]:
     """The ratio of the highest clean rates, said as a bound where a controller never failed:
     its highest clean rate is then only the highest rate offered to it."""
-    ours_capped = all(s.clean for s in stages if s.label == OURS)
-    base_capped = all(s.clean for s in stages if s.label == BASELINE)
+    ours_capped, base_capped = never_failed(stages, OURS), never_failed(stages, BASELINE)
     if ours_capped and base_capped:
         return [f"ratio {OURS} / {BASELINE}: not measured (neither failed at the rates offered)"]
     figures["ratio"] = ours / base
@@ -433,14 +426,13 @@ def _summary(stages: list[Stage], children: dict[str, procs.Child]) -> dict:
     lines, figures = [], {}
     ours = highest_clean(stages, OURS)
     figures["ours_highest_clean"] = ours
-    # Never failed: the highest clean rate is only the highest offered ("or more").
-    figures["ours_never_failed"] = all(s.clean for s in stages if s.label == OURS)
+    figures["ours_never_failed"] = never_failed(stages, OURS)
     lines.append(f"\n{OURS}: highest offered rate with no failed call: "
                  f"{_clean_text(stages, OURS)}")
     if BASELINE in children:
         base = highest_clean(stages, BASELINE)
         figures["baseline_highest_clean"] = base
-        figures["baseline_never_failed"] = all(s.clean for s in stages if s.label == BASELINE)
+        figures["baseline_never_failed"] = never_failed(stages, BASELINE)
         lines.append(f"{BASELINE}: highest offered rate with no failed call: "
                      f"{_clean_text(stages, BASELINE)}")
         if ours and base:
